@@ -1,0 +1,160 @@
+"""Environments: one factory per suite behind :func:`make`. Environments know nothing of learning.
+
+Task names:
+- Meta-World v3: any MT1 env name (``reach-v3``, ``pick-place-v3``, ...), ``mt10``, ``mt50``;
+- Robomimic on robosuite: ``lift``, ``can``, ``square``;
+- Franka Kitchen: ``kitchen-complete``, ``kitchen-partial``, ``kitchen-mixed``;
+- CALVIN: ``calvin`` (only where ``calvin_env`` is importable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import gymnasium as gym
+
+from envs.base import ScriptedExpert, TaskSpec
+from envs.wrappers import ChunkedEnv
+
+ROBOMIMIC = ("lift", "can", "square")
+KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
+
+
+def suite_of(task: str) -> str:
+    """Which simulator suite a task name belongs to."""
+    if task in ROBOMIMIC:
+        return "robomimic"
+    if task in KITCHEN:
+        return "kitchen"
+    if task.startswith("calvin"):
+        return "calvin"
+    if task in ("mt10", "mt50") or task.endswith("-v3"):
+        return "metaworld"
+    raise ValueError(
+        f"unknown task {task!r}: expected a Meta-World v3 name (e.g. 'reach-v3', 'mt10'), "
+        f"one of {ROBOMIMIC}, one of {KITCHEN}, or 'calvin'"
+    )
+
+
+def env_factory(task: str) -> Callable[..., gym.Env]:
+    """The raw single-env factory ``f(task, seed, max_episode_steps=None, pixels=False, ...)``."""
+    suite = suite_of(task)
+    if suite == "metaworld":
+        from envs.metaworld import make_metaworld_env
+
+        return make_metaworld_env
+    if suite == "robomimic":
+        from envs.robomimic import make_robomimic_env
+
+        return make_robomimic_env
+    if suite == "kitchen":
+        from envs.kitchen import make_kitchen_env
+
+        return make_kitchen_env
+    from envs.calvin import make_calvin_env
+
+    return make_calvin_env
+
+
+def make_single(
+    task: str,
+    seed: int,
+    max_episode_steps: int | None = None,
+    pixels: bool = False,
+    **task_kwargs: Any,
+) -> gym.Env:
+    """One raw (un-chunked) env for ``task``, e.g. for scripted demonstrations."""
+    return env_factory(task)(
+        task, seed, max_episode_steps=max_episode_steps, pixels=pixels, **task_kwargs
+    )
+
+
+def _member(task: str, seed: int, obs_history: int, act_steps: int, kwargs: dict) -> gym.Env:
+    return ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+
+
+def make(
+    task: str,
+    num_envs: int = 1,
+    seed: int = 0,
+    obs_history: int = 1,
+    act_steps: int = 1,
+    pixels: bool = False,
+    max_episode_steps: int | None = None,
+    vectorization: str = "sync",
+    **task_kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """A gymnasium vector env of ``num_envs`` chunked members; member ``i`` is seeded ``seed + i``.
+
+    Autoreset is SAME_STEP: when a member's episode ends, the returned observation is already
+    the next episode's first one, and ``info["final_obs"]`` / ``info["final_info"]`` (masked by
+    ``info["_final_obs"]``) hold the last observation and info of the finished episode, so that
+    truncated steps can bootstrap from the true final observation.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if vectorization not in ("sync", "async"):
+        raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels)
+    fns = [
+        partial(_member, task, seed + i, obs_history, act_steps, kwargs) for i in range(num_envs)
+    ]
+    cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    venv = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    venv.reset(seed=seed)  # member i gets seed + i
+    return venv
+
+
+def task_spec(task: str, **task_kwargs: Any) -> TaskSpec:
+    """Static facts for a task (dims, horizon) without keeping a simulator around."""
+    suite = suite_of(task)
+    if suite == "metaworld":
+        from envs.metaworld import metaworld_spec
+
+        keep = {k: task_kwargs[k] for k in ("one_hot",) if k in task_kwargs}
+        steps = task_kwargs.get("max_episode_steps") or 150
+        return metaworld_spec(task, steps, **keep)
+    if suite == "robomimic":
+        from envs.robomimic import ROBOMIMIC_TASKS
+
+        return ROBOMIMIC_TASKS[task]
+    if suite == "kitchen":
+        from envs.kitchen import KITCHEN_TASKS
+
+        return KITCHEN_TASKS[task]
+    from envs.calvin import calvin_spec
+
+    return calvin_spec(task)
+
+
+def make_expert(task: str, jitter: float = 0.0) -> ScriptedExpert:
+    """The scripted expert for ``task``."""
+    suite = suite_of(task)
+    if suite == "metaworld":
+        from envs.metaworld import make_metaworld_expert
+
+        return make_metaworld_expert(task, jitter)
+    if suite == "robomimic":
+        from envs.experts.robomimic import make_robomimic_expert
+
+        return make_robomimic_expert(task, jitter)
+    if suite == "kitchen":
+        from envs.experts.kitchen import make_kitchen_expert
+
+        return make_kitchen_expert(task, jitter)
+    raise ValueError(f"no scripted expert for {task!r} ({suite}): use recorded demonstrations")
+
+
+__all__ = [
+    "ChunkedEnv",
+    "ScriptedExpert",
+    "TaskSpec",
+    "env_factory",
+    "make",
+    "make_expert",
+    "make_single",
+    "suite_of",
+    "task_spec",
+]
