@@ -1,0 +1,1 @@
+"""Hydra config tree (a package so installed console scripts find it as pkg://configs)."""

@@ -1,0 +1,309 @@
+"""Waypoint experts for the robomimic tasks (envs/robomimic.py) on the OSC_POSE controller.
+
+Each expert is a small state machine over phases (approach above the object, descend, grasp,
+lift, transport, place / insert, release, retreat). A phase names a target for the eef site
+(position, yaw of the finger-closing axis, gripper command) and ends when the target is reached
+or after a time-out. Targets are read from the simulator (privileged object poses), so the expert
+re-plans when the object moves.
+
+Control. OSC_POSE moves its goal by ``0.05 m`` / ``0.5 rad`` per unit action (the controller's
+``output_max``), so a P-controller that puts the goal on the target is
+
+    a_pos = (p* - p) / 0.05,        a_rot = log(R* R^T) / 0.5,
+
+scaled down together so that no entry exceeds 1 (the direction is kept). ``R*`` points the
+gripper straight down with the finger-closing axis at yaw ``psi*``; ``log`` is the rotation
+vector (world frame: OSC_POSE premultiplies its goal orientation by the commanded rotation).
+
+Yaw. The fingers close along the eef site's x axis. The cube (90-degree symmetric) is grasped
+across a face, the square nut across its handle (the handle points along the nut's local x, so
+the fingers close along its local y). Among the equivalent yaws the one closest to the current
+gripper yaw is taken. For ``square`` the gripper then turns the grasped nut to the nearest yaw
+that is a multiple of 90 degrees (the square peg is axis-aligned), choosing among those the one
+that keeps the gripper within 45 degrees of its yaw at reset (the Panda's wrist joint range).
+
+``jitter`` is the standard deviation (metres) of Gaussian offsets added to every waypoint, one
+3-vector per phase drawn from the rng at ``reset``; ``jitter=0`` is the deterministic expert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+POS_SCALE = 0.05  # OSC_POSE output_max, metres per unit action
+ROT_SCALE = 0.5  # radians per unit action
+OPEN, CLOSE = -1.0, 1.0
+
+
+def _wrap(angle: float) -> float:
+    """Angle mapped to [-pi, pi)."""
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+def _nearest_equivalent(angle: float, reference: float, period: float) -> float:
+    """The angle ``angle + k * period`` closest to ``reference``."""
+    return reference + float((angle - reference + period / 2) % period - period / 2)
+
+
+def _yaw_of_quat_wxyz(q: np.ndarray) -> float:
+    """Yaw (rotation about world z) of a MuJoCo ``wxyz`` quaternion."""
+    w, x, y, z = q
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def _down_rotation(yaw: float) -> np.ndarray:
+    """Eef site frame pointing straight down with its x (finger-closing) axis at ``yaw``."""
+    x = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+    z = np.array([0.0, 0.0, -1.0])
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def _rotvec(r: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle) of a rotation matrix, for angles below pi."""
+    cos = np.clip((np.trace(r) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    skew = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    if angle < 1e-6:
+        return skew / 2
+    return skew * angle / (2 * np.sin(angle))
+
+
+class _Phase:
+    """One waypoint: a target for the eef and when it counts as done."""
+
+    def __init__(
+        self,
+        pos: np.ndarray,
+        yaw: float,
+        grip: float,
+        tol: float = 0.01,
+        wait: int = 0,
+        timeout: int = 60,
+        done: bool = False,
+    ) -> None:
+        self.pos, self.yaw, self.grip = pos, yaw, grip
+        self.tol, self.wait, self.timeout, self.done = tol, wait, timeout, done
+
+
+class _WaypointExpert:
+    """Shared machinery: privileged sim access, phase stepping, the OSC_POSE P-controller."""
+
+    num_phases = 8
+
+    def __init__(self, jitter: float = 0.0) -> None:
+        if jitter < 0:
+            raise ValueError(f"jitter must be >= 0 (metres), got {jitter}")
+        self.jitter = float(jitter)
+        self._env: Any = None
+        self._phase = 0
+        self._timer = 0
+        self._noise = np.zeros((self.num_phases, 3))
+
+    # -- simulator access -------------------------------------------------------------------
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        sim_env = getattr(env.unwrapped, "sim_env", None)
+        if sim_env is None or not hasattr(sim_env, "sim"):
+            raise TypeError(
+                f"{type(self).__name__} needs an envs.robomimic env (with .sim_env), got "
+                f"{type(env.unwrapped).__name__}"
+            )
+        self._env = sim_env
+        self._phase = 0
+        self._timer = 0
+        self._noise = (
+            rng.normal(0.0, self.jitter, (self.num_phases, 3))
+            if self.jitter > 0
+            else np.zeros((self.num_phases, 3))
+        )
+        self._home_yaw = self._gripper_yaw()
+        self._entry = self._eef_pos()
+        self._on_reset()
+
+    def _on_reset(self) -> None:
+        pass
+
+    @property
+    def _sim(self) -> Any:
+        return self._env.sim
+
+    def _eef_pos(self) -> np.ndarray:
+        return np.array(self._sim.data.site_xpos[self._env.robots[0].eef_site_id["right"]])
+
+    def _eef_rot(self) -> np.ndarray:
+        sid = self._env.robots[0].eef_site_id["right"]
+        return np.array(self._sim.data.site_xmat[sid]).reshape(3, 3)
+
+    def _gripper_yaw(self) -> float:
+        x = self._eef_rot()[:, 0]
+        return float(np.arctan2(x[1], x[0]))
+
+    def _body_pos(self, body_id: int) -> np.ndarray:
+        return np.array(self._sim.data.body_xpos[body_id])
+
+    def _body_yaw(self, body_id: int) -> float:
+        return _yaw_of_quat_wxyz(np.array(self._sim.data.body_xquat[body_id]))
+
+    # -- control ----------------------------------------------------------------------------
+    def _plan(self, phase: int) -> _Phase:
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self._env is None:
+            raise RuntimeError(f"{type(self).__name__}.act called before reset(env, rng)")
+        while True:
+            step = self._plan(self._phase)
+            if step.done or self._phase >= self.num_phases - 1:
+                break
+            pos_err = np.linalg.norm(step.pos - self._eef_pos())
+            yaw_err = abs(_wrap(step.yaw - self._gripper_yaw()))
+            reached = pos_err < step.tol and yaw_err < 0.05 and self._timer >= step.wait
+            if not (reached or self._timer >= step.timeout):
+                break
+            self._phase += 1
+            self._timer = 0
+            self._entry = self._eef_pos()  # eef position where the new phase starts
+        self._timer += 1
+        return self._command(step.pos, step.yaw, step.grip)
+
+    def _command(self, pos: np.ndarray, yaw: float, grip: float) -> np.ndarray:
+        a_pos = (pos - self._eef_pos()) / POS_SCALE
+        a_rot = _rotvec(_down_rotation(yaw) @ self._eef_rot().T) / ROT_SCALE
+        motion = np.concatenate([a_pos, a_rot])
+        peak = np.abs(motion).max()
+        if peak > 1.0:
+            motion = motion / peak
+        return np.concatenate([motion, [grip]]).astype(np.float32)
+
+    def _wp(self, phase: int, pos: np.ndarray) -> np.ndarray:
+        """A waypoint with this phase's jitter offset."""
+        return pos + self._noise[phase]
+
+
+class LiftExpert(_WaypointExpert):
+    """Lift: grasp the cube across a face and raise it 15 cm (success: 4 cm above the table)."""
+
+    num_phases = 5
+
+    def _on_reset(self) -> None:
+        cube = self._env.cube_body_id
+        self._grasp_yaw = _nearest_equivalent(self._body_yaw(cube), self._home_yaw, np.pi / 2)
+        self._lift_to = self._eef_pos()
+
+    def _plan(self, phase: int) -> _Phase:
+        cube = self._body_pos(self._env.cube_body_id)
+        yaw = self._grasp_yaw
+        if phase == 0:  # above the cube
+            return _Phase(self._wp(0, cube + [0, 0, 0.08]), yaw, OPEN, tol=0.01)
+        if phase == 1:  # descend around it
+            return _Phase(self._wp(1, cube + [0, 0, -0.005]), yaw, OPEN, tol=0.006)
+        if phase == 2:  # close and wait for the fingers
+            return _Phase(self._wp(1, cube + [0, 0, -0.005]), yaw, CLOSE, tol=1.0, wait=8)
+        if phase == 3:
+            self._lift_to = self._wp(3, self._entry + [0, 0, 0.15])
+            return _Phase(self._lift_to, yaw, CLOSE, tol=0.01)
+        return _Phase(self._lift_to, yaw, CLOSE, done=True)
+
+
+class CanExpert(_WaypointExpert):
+    """PickPlaceCan: grasp the can from above, carry it over its bin, lower, release, retreat."""
+
+    num_phases = 8
+    carry_height = 1.05
+
+    def _on_reset(self) -> None:
+        env = self._env
+        self._can = env.obj_body_id["Can"]
+        self._bin = np.array(env.target_bin_placements[env.object_to_id["can"]], dtype=float)
+        self._yaw = self._home_yaw  # a cylinder: any yaw grasps
+
+    def _plan(self, phase: int) -> _Phase:
+        can = self._body_pos(self._can)
+        yaw = self._yaw
+        drop = np.array([self._bin[0], self._bin[1], self._env.bin2_pos[2] + 0.17])
+        if phase == 0:
+            return _Phase(self._wp(0, can + [0, 0, 0.1]), yaw, OPEN, tol=0.01)
+        if phase == 1:
+            return _Phase(self._wp(1, can + [0, 0, 0.0]), yaw, OPEN, tol=0.008)
+        if phase == 2:
+            return _Phase(self._wp(1, can + [0, 0, 0.0]), yaw, CLOSE, tol=1.0, wait=8)
+        start = self._entry
+        if phase == 3:  # straight up
+            return _Phase(np.array([start[0], start[1], self.carry_height]), yaw, CLOSE, tol=0.02)
+        if phase == 4:  # over the bin
+            above = self._wp(4, np.array([drop[0], drop[1], self.carry_height]))
+            return _Phase(above, yaw, CLOSE, tol=0.015, timeout=80)
+        if phase == 5:
+            return _Phase(self._wp(4, drop), yaw, CLOSE, tol=0.015)
+        if phase == 6:
+            return _Phase(self._wp(4, drop), yaw, OPEN, tol=1.0, wait=6)
+        return _Phase(self._wp(4, drop) + [0, 0, 0.12], yaw, OPEN, done=True)
+
+
+class SquareExpert(_WaypointExpert):
+    """NutAssemblySquare: grasp the handle, turn the nut square to the peg, lower it over the peg."""
+
+    num_phases = 9
+    handle_offset = 0.06  # grasp point along the nut's local x (handle spans 0.044..0.079)
+    carry_height = 1.03
+
+    def _on_reset(self) -> None:
+        env = self._env
+        self._nut = env.obj_body_id["SquareNut"]
+        self._peg = np.array(env.sim.data.body_xpos[env.peg1_body_id])
+        nut_yaw = self._body_yaw(self._nut)
+        # fingers close across the handle (the nut's local y); 180-degree symmetric
+        self._grasp_yaw = _nearest_equivalent(nut_yaw + np.pi / 2, self._home_yaw, np.pi)
+        # after turning by d the nut's yaw is nut_yaw + d, wanted a multiple of pi/2; choose d
+        # so that the gripper ends nearest its yaw at reset
+        self._place_yaw = _nearest_equivalent(
+            self._grasp_yaw - nut_yaw, self._home_yaw, np.pi / 2
+        )
+
+    def _handle(self) -> np.ndarray:
+        yaw = self._body_yaw(self._nut)
+        direction = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        return self._body_pos(self._nut) + self.handle_offset * direction
+
+    def _plan(self, phase: int) -> _Phase:
+        g = self._grasp_yaw
+        if phase == 0:
+            return _Phase(self._wp(0, self._handle() + [0, 0, 0.08]), g, OPEN, tol=0.01)
+        if phase == 1:
+            return _Phase(self._wp(1, self._handle() + [0, 0, -0.005]), g, OPEN, tol=0.006)
+        if phase == 2:
+            return _Phase(self._wp(1, self._handle() + [0, 0, -0.005]), g, CLOSE, tol=1, wait=8)
+        start = self._entry
+        if phase == 3:
+            return _Phase(np.array([start[0], start[1], self.carry_height]), g, CLOSE, tol=0.02)
+        # from here on, steer the nut's centre (not the eef) over the peg
+        grip_offset = self._eef_pos() - self._body_pos(self._nut)
+        p = self._place_yaw
+        over_peg = self._wp(4, np.array([self._peg[0], self._peg[1], 0.0])) + grip_offset
+        if phase == 4:
+            target = np.array([over_peg[0], over_peg[1], self.carry_height])
+            return _Phase(target, p, CLOSE, tol=0.005, timeout=100)
+        if phase == 5:  # lower the nut until its centre is just above the table
+            target = np.array([over_peg[0], over_peg[1], 0.87 + grip_offset[2]])
+            return _Phase(target, p, CLOSE, tol=0.01, timeout=60)
+        if phase == 6:
+            return _Phase(start, p, OPEN, tol=1.0, wait=6)
+        if phase == 7:
+            return _Phase(start + [0, 0, 0.1], p, OPEN, tol=0.02)
+        return _Phase(start, p, OPEN, done=True)
+
+
+_EXPERTS: dict[str, type[_WaypointExpert]] = {
+    "lift": LiftExpert,
+    "can": CanExpert,
+    "square": SquareExpert,
+}
+
+
+def make_robomimic_expert(task: str, jitter: float = 0.0) -> _WaypointExpert:
+    """The waypoint expert for ``task`` (``lift``, ``can``, ``square``); see the module doc."""
+    if task not in _EXPERTS:
+        raise ValueError(f"no robomimic expert for {task!r}: expected one of {list(_EXPERTS)}")
+    return _EXPERTS[task](jitter)

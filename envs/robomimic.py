@@ -1,0 +1,290 @@
+"""Robomimic tasks on robosuite 1.5.2: ``lift`` (Lift), ``can`` (PickPlaceCan), ``square``
+(NutAssemblySquare), built with robosuite directly (robomimic's own wrapper needs ``mujoco_py``).
+
+Robot and control. One Panda arm with the OSC_POSE controller as robomimic uses it (robosuite's
+``default_panda.json``, the same as ``refactor_composite_controller_config(OSC_POSE, "Panda",
+["right"])``), 20 Hz. Action (7, in [-1, 1])::
+
+    [0:3]  eef position delta, x 0.05 m per unit (controller ``output_max``), base frame
+    [3:6]  eef rotation delta as an axis-angle vector, x 0.5 rad per unit, base frame
+    [6]    gripper: -1 open, +1 close
+
+The Panda base is not rotated against the world in these tasks, so "base frame" is the world's
+axes.
+
+Observation (float32), robomimic's low-dim keys concatenated in this fixed order::
+
+    object               robosuite's "object-state" (lift 10, can 14, square 14)
+    robot0_eef_pos       3   (eef site position, world frame)
+    robot0_eef_quat      4   (x, y, z, w)
+    robot0_gripper_qpos  2   (finger joint positions)
+
+so ``obs_dim`` is 19 (lift) or 23 (can, square). The object block is, in robosuite 1.5's order:
+
+    lift:   cube_pos 3, cube_quat 4, gripper_to_cube_pos 3
+    can:    Can_to_robot0_eef_pos 3, Can_to_robot0_eef_quat 4, Can_pos 3, Can_quat 4
+    square: SquareNut_to_robot0_eef_pos 3, SquareNut_to_robot0_eef_quat 4, SquareNut_pos 3,
+            SquareNut_quat 4
+
+The ``*_to_robot0_eef_*`` entries are robosuite's relative sensors; on a step they use the
+object pose cached at the previous control step (robosuite's sensor order), on reset they are
+exact (reset evaluates the sensors twice: robosuite's first pass leaves them at zero).
+(robomimic's 1.2-era datasets put ``*_pos, *_quat`` first; the sub-keys and their slices are in
+``TaskSpec.extra["object_keys"]`` and ``extra["obs_slices"]``, and the env checks them at build).
+
+Reward and episodes. Sparse: ``reward = 1.0`` on the steps where ``env._check_success()`` holds,
+else 0; ``info["success"]`` is that flag. Episodes do not end on success unless
+``terminate_on_success=True`` (``terminated`` then marks the first successful step). Robosuite's
+own horizon is disabled (``ignore_done=True``); the time limit is applied here, and ``truncated``
+is set on step ``max_episode_steps``. Default horizons: lift 200, can 300, square 400 steps
+(10, 15 and 20 s). Robomimic's proficient-human demos take about 50, 120 and 150 steps, and
+DPPO evaluates with 300 / 300 / 400; lift gets a shorter limit since it is done in ~50 steps.
+
+Seeding. ``reset(seed=s)`` re-seeds, in place, the one ``numpy.random.Generator`` that robosuite
+hands to its placement samplers and to the robot's joint initialisation noise, so the object
+placement (position and yaw) and the initial arm pose are a function of ``s`` alone;
+``reset()`` without a seed continues that generator. Resets are soft (``hard_reset=False``,
+~4 ms instead of ~0.8 s): the model is built once, so model-level randomness drawn at build time
+(Lift's cube size, uniform in [0.020, 0.022] m half-extent) is fixed by the construction seed.
+
+Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
+uint8 HxWx3, flipped right side up) on every reset and step, returned in ``info["agentview"]``
+and by ``env.render()``; the observation stays the low-dim vector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import TaskSpec
+
+ACTION_DIM = 7
+CONTROL_FREQ = 20
+ROBOT_KEYS: tuple[tuple[str, int], ...] = (
+    ("robot0_eef_pos", 3),
+    ("robot0_eef_quat", 4),
+    ("robot0_gripper_qpos", 2),
+)
+# robosuite env class, default horizon, and the sub-keys of "object-state" in robosuite's order
+_TASKS: dict[str, tuple[str, int, tuple[tuple[str, int], ...]]] = {
+    "lift": ("Lift", 200, (("cube_pos", 3), ("cube_quat", 4), ("gripper_to_cube_pos", 3))),
+    "can": (
+        "PickPlaceCan",
+        300,
+        (
+            ("Can_to_robot0_eef_pos", 3),
+            ("Can_to_robot0_eef_quat", 4),
+            ("Can_pos", 3),
+            ("Can_quat", 4),
+        ),
+    ),
+    "square": (
+        "NutAssemblySquare",
+        400,
+        (
+            ("SquareNut_to_robot0_eef_pos", 3),
+            ("SquareNut_to_robot0_eef_quat", 4),
+            ("SquareNut_pos", 3),
+            ("SquareNut_quat", 4),
+        ),
+    ),
+}
+
+
+def _spec(task: str) -> TaskSpec:
+    env_name, horizon, object_keys = _TASKS[task]
+    object_dim = sum(d for _, d in object_keys)
+    key_dims = (("object", object_dim),) + ROBOT_KEYS
+    slices, start = {}, 0
+    for key, dim in key_dims:
+        slices[key] = (start, start + dim)
+        start += dim
+    start = 0
+    for key, dim in object_keys:
+        slices[key] = (start, start + dim)  # object sub-keys index the same flat vector
+        start += dim
+    return TaskSpec(
+        name=task,
+        suite="robomimic",
+        obs_dim=sum(d for _, d in key_dims),
+        action_dim=ACTION_DIM,
+        max_episode_steps=horizon,
+        obs_keys=tuple(k for k, _ in key_dims),
+        extra={
+            "robosuite_env": env_name,
+            "robot": "Panda",
+            "controller": "OSC_POSE",
+            "control_freq": CONTROL_FREQ,
+            "obs_key_dims": dict(key_dims),
+            "object_keys": dict(object_keys),
+            "obs_slices": slices,
+        },
+    )
+
+
+ROBOMIMIC_TASKS: dict[str, TaskSpec] = {task: _spec(task) for task in _TASKS}
+
+
+def osc_pose_controller_config() -> dict[str, Any]:
+    """Robosuite 1.5 composite config: BASIC with OSC_POSE on the Panda's right (only) arm."""
+    from robosuite.controllers import load_part_controller_config
+    from robosuite.controllers.composite.composite_controller_factory import (
+        refactor_composite_controller_config,
+    )
+
+    arm = load_part_controller_config(default_controller="OSC_POSE")
+    return refactor_composite_controller_config(arm, "Panda", ["right"])
+
+
+class RobomimicEnv(gym.Env):
+    """One robosuite task (lift, can, square) that follows envs/base.py; see the module doc."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
+
+    def __init__(
+        self,
+        task: str,
+        seed: int,
+        max_episode_steps: int | None = None,
+        pixels: bool = False,
+        image_size: int = 84,
+        terminate_on_success: bool = False,
+    ) -> None:
+        if task not in ROBOMIMIC_TASKS:
+            raise ValueError(f"unknown robomimic task {task!r}: expected one of {list(_TASKS)}")
+        spec = ROBOMIMIC_TASKS[task]
+        if max_episode_steps is None:
+            max_episode_steps = spec.max_episode_steps
+        if max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
+        import robosuite
+
+        self.task = task
+        self.spec_ = spec
+        self.max_episode_steps = int(max_episode_steps)
+        self.pixels = pixels
+        self.terminate_on_success = terminate_on_success
+        camera = (
+            {"camera_names": "agentview", "camera_heights": image_size, "camera_widths": image_size}
+            if pixels
+            else {}
+        )
+        self._sim_env = robosuite.make(
+            spec.extra["robosuite_env"],
+            robots="Panda",
+            controller_configs=osc_pose_controller_config(),
+            has_renderer=False,
+            has_offscreen_renderer=pixels,
+            use_camera_obs=pixels,
+            reward_shaping=False,
+            control_freq=CONTROL_FREQ,
+            ignore_done=True,
+            hard_reset=False,
+            seed=int(seed),
+            **camera,
+        )
+        self._object_keys = tuple(spec.extra["object_keys"])
+        self._check_layout()
+        self._t = 0
+        self._frame: np.ndarray | None = None
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
+
+    @property
+    def sim_env(self) -> Any:
+        """The robosuite env (``.sim``, ``.robots``, object body ids) for experts and rendering."""
+        return self._sim_env
+
+    def _check_layout(self) -> None:
+        env = self._sim_env
+        active = [
+            name
+            for name, obs in env._observables.items()
+            if obs.modality == "object" and obs.is_active() and obs.is_enabled()
+        ]
+        if tuple(active) != self._object_keys:
+            raise RuntimeError(
+                f"robosuite's object-state for {self.task!r} is {active}, but envs/robomimic.py "
+                f"documents {list(self._object_keys)}: update _TASKS for this robosuite version"
+            )
+        if env.action_dim != ACTION_DIM:
+            raise RuntimeError(f"expected a {ACTION_DIM}-D OSC_POSE action, got {env.action_dim}")
+
+    def _flat(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        parts = [raw["object-state"]] + [raw[k] for k, _ in ROBOT_KEYS]
+        return np.concatenate(parts).astype(np.float32)
+
+    def _pixels(self, raw: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        if self.pixels:
+            self._frame = np.ascontiguousarray(raw["agentview_image"][::-1])  # upside down
+            info["agentview"] = self._frame
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:
+            # robosuite's samplers and robot hold references to this one Generator: re-seed it
+            # in place rather than replacing it.
+            fresh = np.random.default_rng(int(seed))
+            self._sim_env.rng.bit_generator.state = fresh.bit_generator.state
+        self._sim_env.reset()
+        # robosuite computes the object-to-eef sensors from the observation cache, which reset
+        # empties, so they read 0 on the first pass; a second pass fills them in.
+        raw = self._sim_env._get_observations(force_update=True)
+        self._t = 0
+        info: dict[str, Any] = {"success": bool(self._sim_env._check_success())}
+        self._pixels(raw, info)
+        return self._flat(raw), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(
+                f"{self.task}: action must have shape ({ACTION_DIM},) (OSC_POSE delta pose + "
+                f"gripper), got {action.shape}"
+            )
+        raw, _, _, _ = self._sim_env.step(np.clip(action, -1.0, 1.0))
+        self._t += 1
+        success = bool(self._sim_env._check_success())
+        terminated = success and self.terminate_on_success
+        truncated = self._t >= self.max_episode_steps and not terminated
+        info: dict[str, Any] = {"success": success}
+        self._pixels(raw, info)
+        return self._flat(raw), float(success), terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        if not self.pixels:
+            raise RuntimeError(
+                f"{self.task}: render() needs the env built with pixels=True (agentview camera)"
+            )
+        if self._frame is None:
+            raise RuntimeError(f"{self.task}: render() called before reset()")
+        return self._frame
+
+    def close(self) -> None:
+        self._sim_env.close()
+
+
+def make_robomimic_env(
+    task: str,
+    seed: int,
+    max_episode_steps: int | None = None,
+    pixels: bool = False,
+    image_size: int = 84,
+    terminate_on_success: bool = False,
+) -> gym.Env:
+    """Factory for :class:`RobomimicEnv`; ``max_episode_steps=None`` takes the task's horizon."""
+    return RobomimicEnv(
+        task,
+        seed,
+        max_episode_steps=max_episode_steps,
+        pixels=pixels,
+        image_size=image_size,
+        terminate_on_success=terminate_on_success,
+    )

@@ -1,0 +1,255 @@
+"""The OTPR agent: composes a score policy, an IQL critic and OT potentials.
+
+Representations. The critic and the potentials see *normalised* quantities: the state is the
+stacked observation history ``[T_o, obs_dim]`` flattened, and the action is the *executed* part
+of the chunk (its first ``T_a`` steps) flattened, both min-max normalised with the statistics
+stored in the policy. The policy still predicts and is trained on the whole ``H``-step chunk.
+
+Guidance (``algo.guidance``) decides how candidates are resampled during collection and how
+replay pairs are weighted in the denoising score-matching loss:
+
+=========  ==========================================  ====================================
+guidance   candidate / sample weight                   meaning
+=========  ==========================================  ====================================
+H          H(s,a) = (u(s)+v(a)-c(s,a))_+ / (2 lam)      OTPR (cost c = -min target Q)
+Q          exp((Q(s,a) - max Q) / q_temperature)        value-greedy resampling
+A          |tau - 1(Q(s,a) - V(s) < 0)|                  IDQL's expectile advantage weights
+uniform    1                                            BC-style fine-tuning on own data
+=========  ==========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from critics.iql import IQLCritic
+from envs.base import TaskSpec
+from otpr.config import Config, PolicyConfig
+from otpr.sampler import CompatibilitySampler
+from policies.diffusion import DiffusionPolicy
+from policies.networks import ResidualMLPScoreNet, TemporalUnet1D
+from policies.sde import VPSDE
+from potentials.neural import NeuralPotentials
+
+
+def build_policy(
+    cfg: PolicyConfig, obs_dim: int, action_dim: int, obs_horizon: int, horizon: int, device: str
+) -> DiffusionPolicy:
+    """A fresh diffusion policy from its config group."""
+    cond_dim = obs_dim * obs_horizon
+    if cfg.name == "mlp":
+        net = ResidualMLPScoreNet(
+            action_dim=action_dim,
+            horizon=horizon,
+            cond_dim=cond_dim,
+            hidden=tuple(cfg.hidden),
+            time_emb_dim=cfg.time_emb_dim,
+        )
+    else:
+        net = TemporalUnet1D(
+            action_dim=action_dim,
+            horizon=horizon,
+            cond_dim=cond_dim,
+            down_dims=tuple(cfg.unet_down_dims),
+            kernel_size=cfg.unet_kernel_size,
+            time_emb_dim=cfg.time_emb_dim,
+        )
+    sde = VPSDE(
+        schedule=cfg.schedule, beta_min=cfg.beta_min, beta_max=cfg.beta_max, t_min=cfg.t_min
+    )
+    return DiffusionPolicy(
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        obs_horizon=obs_horizon,
+        horizon=horizon,
+        net=net,
+        sde=sde,
+        sampler=cfg.sampler,
+        num_steps=cfg.num_steps,
+        eta=cfg.eta,
+        device=device,
+    )
+
+
+class OTPRAgent:
+    """Policy + critic + potentials, with the update steps of OTPR's Algorithm 1."""
+
+    def __init__(self, cfg: Config, spec: TaskSpec) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.device = torch.device(cfg.device)
+        t, a, o = cfg.task, cfg.algo, cfg.ot
+        self.obs_horizon, self.horizon, self.act_steps = t.obs_history, t.horizon, t.act_steps
+        self.policy = build_policy(
+            cfg.policy, spec.obs_dim, spec.action_dim, t.obs_history, t.horizon, cfg.device
+        )
+        self.state_dim = t.obs_history * spec.obs_dim
+        self.exec_dim = t.act_steps * spec.action_dim
+        self.critic = IQLCritic(
+            self.state_dim,
+            self.exec_dim,
+            hidden=tuple(a.critic_hidden),
+            expectile=a.expectile,
+            gamma=t.gamma,
+            polyak=a.polyak,
+            lr=a.critic_lr,
+            device=cfg.device,
+        )
+        self.potentials = NeuralPotentials(
+            self.state_dim,
+            self.exec_dim,
+            hidden=tuple(o.hidden),
+            lam=o.lam,
+            lr=o.lr,
+            masked=o.masked,
+            alpha=o.alpha if o.masked else 0.0,
+            rho=o.rho,
+            distance=o.distance,
+            num_keypoints=o.num_keypoints,
+            cost_normalization=o.cost_normalization,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=a.actor_lr)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    # ------------------------------------------------------------------ representations
+    def state(self, obs: Tensor) -> Tensor:
+        """Raw obs [B, T_o, obs_dim] -> normalised flat state [B, T_o * obs_dim]."""
+        return self.policy.normalizer.normalize_obs(obs).flatten(1)
+
+    def executed(self, actions: Tensor) -> Tensor:
+        """Raw chunks [..., H, action_dim] -> normalised executed part [..., T_a * action_dim]."""
+        part = self.policy.normalizer.normalize_action(actions[..., : self.act_steps, :])
+        return part.flatten(-2)
+
+    def cost_fn(self, states: Tensor, actions: Tensor) -> Tensor:
+        """The OT cost c(s, a) = -min target Q(s, a) on normalised flat inputs (elementwise)."""
+        return -self.critic.target_q(states, actions)
+
+    # ------------------------------------------------------------------ guidance weights
+    @torch.no_grad()
+    def pair_weights(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Guidance weights for paired (obs [B, T_o, D], chunk [B, H, A]) -> [B], >= 0."""
+        return self._weights(self.state(obs), self.executed(actions)[:, None, :])[:, 0]
+
+    @torch.no_grad()
+    def candidate_weights(self, obs: Tensor, candidates: Tensor) -> Tensor:
+        """Guidance weights for candidates [B, L, H, A] of each state -> [B, L], >= 0."""
+        return self._weights(self.state(obs), self.executed(candidates))
+
+    def _weights(self, states: Tensor, acts: Tensor) -> Tensor:
+        guidance = self.cfg.algo.guidance
+        batch, num = acts.shape[:2]
+        if guidance == "uniform":
+            return torch.ones(batch, num, device=acts.device)
+        if guidance == "H":
+            return self.potentials.compatibility(states, acts, self.cost_fn)
+        flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
+        q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
+        if guidance == "Q":
+            # Over candidates (num > 1) the max is per state; for paired samples, per batch.
+            ref = q.max(dim=1, keepdim=True).values if num > 1 else q.max()
+            return torch.exp((q - ref) / self.cfg.algo.q_temperature)
+        adv = q - self.critic.value(states)[:, None]
+        tau = self.cfg.algo.expectile
+        return torch.where(adv < 0, 1.0 - tau, tau)
+
+    # ------------------------------------------------------------------ acting
+    def sample_fn(self, obs: Tensor, n: int) -> Tensor:
+        return self.policy.sample(obs, num_samples=n, generator=self.generator)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, explore: bool) -> tuple[np.ndarray, dict[str, float]]:
+        """Chunks [B, H, A] for raw observations [B, T_o, D].
+
+        Collection (``explore``) draws ``algo.num_samples`` candidates and resamples by the
+        guidance weights; evaluation uses L = 1 or the best of ``eval_num_samples``.
+        """
+        a = self.cfg.algo
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if explore:
+            sampler = CompatibilitySampler(
+                self.sample_fn,
+                self.candidate_weights,
+                num_samples=a.num_samples,
+                mode=a.sample_mode,
+                temperature=a.q_temperature,
+                generator=self.generator,
+            )
+        elif a.eval_mode == "best":
+            sampler = CompatibilitySampler(
+                self.sample_fn, self.candidate_weights, a.eval_num_samples, mode="argmax"
+            )
+        else:
+            sampler = CompatibilitySampler(self.sample_fn, self.candidate_weights, 1)
+        actions, info = sampler(obs_t)
+        return actions.cpu().numpy(), info
+
+    # ------------------------------------------------------------------ updates
+    def pretrain_step(
+        self, obs: Tensor, actions: Tensor, optimizer: torch.optim.Optimizer
+    ) -> dict[str, float]:
+        """One behaviour-cloning DSM step (unweighted)."""
+        loss, info = self.policy.compute_dsm_loss(obs, actions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"pretrain/dsm": float(loss), **{f"pretrain/{k}": v for k, v in info.items()}}
+
+    def update_critic(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One IQL step on a replay batch of raw chunk transitions."""
+        return self.critic.update(
+            {
+                "obs": self.state(batch["obs"]),
+                "act": self.executed(batch["actions"]),
+                "reward": batch["reward"],
+                "next_obs": self.state(batch["next_obs"]),
+                "terminated": batch["terminated"],
+                "discount": batch["discount"],
+            }
+        )
+
+    def update_potentials(self, obs: Tensor, actions: Tensor) -> dict[str, float]:
+        """One dual step on independent state and action batches (a sample of mu x nu)."""
+        return self.potentials.update(self.state(obs), self.executed(actions), self.cost_fn)
+
+    def update_actor(self, obs: Tensor, actions: Tensor) -> dict[str, float]:
+        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs."""
+        weights = self.pair_weights(obs, actions)
+        loss, info = self.policy.compute_dsm_loss(
+            obs, actions, weights=weights, weight_norm=self.cfg.algo.weight_norm
+        )
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        out = {"actor/dsm": float(loss), "actor/weight_mean": float(weights.mean())}
+        out["actor/weight_nonzero_frac"] = float((weights > 0).float().mean())
+        out.update({f"actor/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+        return out
+
+    # ------------------------------------------------------------------ state
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Networks saved as safetensors in checkpoints."""
+        return {"policy": self.policy, "critic": self.critic, "potentials": self.potentials}
+
+    def optimizers(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor_optimizer,
+            "critic_q": self.critic.q_optimizer,
+            "critic_v": self.critic.v_optimizer,
+            "potentials": self.potentials.optimizer,
+        }
+
+
+def finite_or_raise(metrics: dict[str, float]) -> dict[str, float]:
+    """Refuse to continue on a non-finite training metric, naming it."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite training metrics: {bad}")
+    return metrics

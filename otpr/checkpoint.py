@@ -1,0 +1,192 @@
+"""Self-describing checkpoints.
+
+Layout of ``<run_dir>/checkpoints/``::
+
+    step_000012000/
+        config.yaml            resolved config of the run
+        meta.json              task spec (dims, horizon), shapes, counters, format version
+        policy.safetensors     network weights, normalizer statistics included
+        critic.safetensors
+        potentials.safetensors
+        training_state/
+            optimizers.pt      optimizer states (and any scheduler)
+            rng.pt             python, numpy, torch and agent generator RNG states
+            replay.npz         the replay buffer, filled part
+            loop.json          iteration, env steps, episode counters, eval history
+    last                       text file: the name of the newest complete checkpoint
+
+Every file is written under a temporary directory that is renamed into place only when
+complete, and ``last`` is replaced atomically, so a run killed at any moment leaves the previous
+checkpoint intact. A policy loads from its checkpoint alone (:func:`load_policy`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+
+
+def _save_module(module: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def _load_module(module: torch.nn.Module, path: Path) -> None:
+    state = load_file(str(path))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the network (missing keys {missing[:5]}, unexpected "
+            f"keys {unexpected[:5]}); was it saved with another config?"
+        )
+
+
+def rng_state(extra_generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    for name, gen in (extra_generators or {}).items():
+        state[f"gen/{name}"] = gen.get_state()
+    return state
+
+
+def set_rng_state(
+    state: dict[str, Any], extra_generators: dict[str, torch.Generator] | None = None
+) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    for name, gen in (extra_generators or {}).items():
+        if f"gen/{name}" in state:
+            gen.set_state(state[f"gen/{name}"])
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    name: str,
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, Any],
+    rng: dict[str, Any],
+    replay: dict[str, Any] | None,
+    loop_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write one complete checkpoint atomically and point ``last`` at it; keep the newest ``keep``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = root / f".tmp_{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "training_state").mkdir(parents=True)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION), indent=2))
+    for key, module in modules.items():
+        _save_module(module, tmp / f"{key}.safetensors")
+    torch.save(
+        {k: o.state_dict() for k, o in optimizers.items()}, tmp / "training_state" / "optimizers.pt"
+    )
+    torch.save(rng, tmp / "training_state" / "rng.pt")
+    if replay is not None:
+        arrays = {f"arr/{k}": v for k, v in replay["arrays"].items()}
+        scalars = {k: np.asarray(replay[k]) for k in ("ptr", "size", "total_added")}
+        np.savez(tmp / "training_state" / "replay.npz", **arrays, **scalars)
+    (tmp / "training_state" / "loop.json").write_text(json.dumps(loop_state, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = root / ".last.tmp"
+    pointer.write_text(name)
+    os.replace(pointer, root / "last")
+    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in done[:-keep] if keep > 0 else []:
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint dir from a checkpoint dir, a ``checkpoints/`` dir or a run dir."""
+    path = Path(path)
+    if (path / "meta.json").exists():
+        return path
+    for root in (path, path / "checkpoints"):
+        if (root / "last").exists():
+            ckpt = root / (root / "last").read_text().strip()
+            if not (ckpt / "meta.json").exists():
+                raise FileNotFoundError(f"{root / 'last'} points at {ckpt}, which is incomplete")
+            return ckpt
+    raise FileNotFoundError(
+        f"{path}: no checkpoint here (expected meta.json, checkpoints/last or last)"
+    )
+
+
+def read_config(ckpt: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((resolve(ckpt) / "config.yaml").read_text())
+
+
+def read_meta(ckpt: str | Path) -> dict[str, Any]:
+    return json.loads((resolve(ckpt) / "meta.json").read_text())
+
+
+def load_modules(ckpt: str | Path, modules: dict[str, torch.nn.Module]) -> None:
+    ckpt = resolve(ckpt)
+    for key, module in modules.items():
+        path = ckpt / f"{key}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{ckpt}: missing {path.name}")
+        _load_module(module, path)
+
+
+def load_training_state(ckpt: str | Path) -> dict[str, Any]:
+    """Optimizers, RNG, replay and loop counters of a checkpoint."""
+    ts = resolve(ckpt) / "training_state"
+    state: dict[str, Any] = {
+        "optimizers": torch.load(ts / "optimizers.pt", weights_only=False),
+        "rng": torch.load(ts / "rng.pt", weights_only=False),
+        "loop": json.loads((ts / "loop.json").read_text()),
+        "replay": None,
+    }
+    if (ts / "replay.npz").exists():
+        with np.load(ts / "replay.npz") as z:
+            state["replay"] = {
+                "arrays": {k[4:]: z[k] for k in z.files if k.startswith("arr/")},
+                **{k: int(z[k]) for k in ("ptr", "size", "total_added")},
+            }
+    return state
+
+
+def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
+    """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights)."""
+    from otpr.agent import build_policy
+    from otpr.config import from_dict
+
+    ckpt = resolve(ckpt)
+    cfg = from_dict(read_config(ckpt))
+    meta = read_meta(ckpt)
+    policy = build_policy(
+        cfg.policy,
+        meta["obs_dim"],
+        meta["action_dim"],
+        cfg.task.obs_history,
+        cfg.task.horizon,
+        device,
+    )
+    load_modules(ckpt, {"policy": policy})
+    policy.eval()
+    return policy

@@ -1,0 +1,214 @@
+"""Console scripts, each a Hydra app over ``configs/``.
+
+otpr            the whole job: demos if missing -> pretrain -> fine-tune -> evaluate -> report
+otpr-demos      scripted demonstrations in robomimic hdf5 (task=can num_episodes=100 ...)
+otpr-pretrain   behaviour cloning only (writes a checkpoint with the pretrained evaluation)
+otpr-finetune   fine-tune from checkpoint=<pretrained run or checkpoint dir>
+otpr-eval       evaluate checkpoint=<run or checkpoint dir>
+otpr-report     rebuild summary.json/curves.png of run_dir=<run>, or compare several runs
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from otpr.config import Config, ConfigError, TaskConfig, apply_debug
+
+CONFIG_PATH = "pkg://configs"
+
+
+@dataclass
+class DemosConfig:
+    """otpr-demos: scripted demonstrations."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Task group (its env_kwargs and max_episode_steps are used)."""
+    num_episodes: int = 100
+    """Episodes to record."""
+    quality: str = "expert"
+    """expert | near_optimal | noisy | suboptimal | mixed."""
+    out: str | None = None
+    """Output hdf5 path (default data/<task>_<quality>_n<N>_s<seed>.hdf5)."""
+    seed: int = 1_000_000
+    """First episode seed."""
+    action_noise: float | None = None
+    """Override the preset's action noise std."""
+    jitter: float | None = None
+    """Override the preset's waypoint jitter."""
+    detour_prob: float | None = None
+    """Override the preset's per-step detour probability."""
+    mixture: float = 0.5
+    """Expert fraction when quality=mixed."""
+    only_success: bool = False
+    """Keep only successful episodes."""
+    debug: bool = False
+    """Record at most 3 episodes."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.num_episodes < 1:
+            raise ConfigError("num_episodes: must be >= 1")
+        if not 0.0 <= self.mixture <= 1.0:
+            raise ConfigError("mixture: must be in [0, 1]")
+
+
+cs = ConfigStore.instance()
+cs.store(name="base_config", node=Config)
+cs.store(name="base_demos", node=DemosConfig)
+
+
+def _to_config(raw: DictConfig, cls: type = Config) -> Any:
+    try:
+        return OmegaConf.to_object(raw)
+    except ConfigError as err:
+        raise SystemExit(f"config error: {err}") from None
+
+
+def _run_dir(cfg: Config) -> Path:
+    if cfg.checkpoint is not None and cfg.resume and _is_run_dir(cfg.checkpoint):
+        pass
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path(cfg.run_dir)
+
+
+def _is_run_dir(path: str) -> bool:
+    return (Path(path) / "checkpoints" / "last").exists()
+
+
+def _job(raw: DictConfig, stages: tuple[str, ...]) -> dict[str, Any]:
+    from otpr.loop import run
+
+    cfg = apply_debug(_to_config(raw))
+    run_dir = _run_dir(cfg)
+    cfg.run_dir = str(run_dir)
+    summary = run(cfg, run_dir, stages)
+    print(json.dumps(summary, indent=2))
+    print(f"run dir: {run_dir}")
+    return summary
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
+def _main(raw: DictConfig) -> None:
+    _job(raw, ("pretrain", "finetune"))
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
+def _pretrain(raw: DictConfig) -> None:
+    _job(raw, ("pretrain",))
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
+def _finetune(raw: DictConfig) -> None:
+    if raw.checkpoint is None:
+        raise SystemExit("otpr-finetune needs checkpoint=<pretrained run or checkpoint dir>")
+    _job(raw, ("finetune",))
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
+def _eval(raw: DictConfig) -> None:
+    from otpr import checkpoint as ckpt_io
+    from otpr.config import from_dict
+    from otpr.loop import Trainer
+
+    if raw.checkpoint is None:
+        raise SystemExit("otpr-eval needs checkpoint=<run or checkpoint dir>")
+    overrides = _to_config(raw)
+    cfg = from_dict(ckpt_io.read_config(overrides.checkpoint))
+    cfg.task.eval_episodes = overrides.task.eval_episodes
+    cfg.algo.eval_mode = overrides.algo.eval_mode
+    cfg.device, cfg.progress, cfg.tensorboard = overrides.device, overrides.progress, False
+    run_dir = _run_dir(overrides)
+    trainer = Trainer(cfg, run_dir)
+    try:
+        trainer.restore(overrides.checkpoint, weights_only=True)
+        result = trainer.evaluate()
+    finally:
+        trainer.close()
+    result["checkpoint"] = str(ckpt_io.resolve(overrides.checkpoint))
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="demos", version_base="1.3")
+def _demos(raw: DictConfig) -> None:
+    from otpr.demos import generate_demos
+
+    cfg: DemosConfig = _to_config(raw, DemosConfig)
+    n = min(cfg.num_episodes, 3) if cfg.debug else cfg.num_episodes
+    out = cfg.out or f"data/{cfg.task.name}_{cfg.quality}_n{n}_s{cfg.seed}.hdf5"
+    ds = generate_demos(
+        cfg.task.name,
+        n,
+        cfg.quality,
+        seed=cfg.seed,
+        out=out,
+        max_episode_steps=cfg.task.max_episode_steps,
+        env_kwargs=dict(cfg.task.env_kwargs),
+        action_noise=cfg.action_noise,
+        jitter=cfg.jitter,
+        detour_prob=cfg.detour_prob,
+        mixture=cfg.mixture,
+        only_success=cfg.only_success,
+        progress=cfg.progress,
+    )
+    gen = ds.metadata["generation"]
+    print(
+        f"wrote {out}: {len(ds)} episodes, {ds.num_steps} steps, "
+        f"success {gen['success_rate']:.2f}, {gen['wall_time_s']} s"
+    )
+
+
+def report_main() -> None:
+    """otpr-report <run_dir> [<run_dir> ...] [--out compare.png]: rebuild reports / compare runs."""
+    import argparse
+
+    from otpr.report import compare, write_report
+
+    parser = argparse.ArgumentParser(prog="otpr-report", description=report_main.__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories")
+    parser.add_argument("--out", default=None, help="comparison plot path (several runs)")
+    args = parser.parse_args()
+    for run in args.runs:
+        path = Path(run) / "summary.json"
+        if not path.exists():
+            raise SystemExit(f"{path}: not found (is {run} a run directory?)")
+        write_report(run, json.loads(path.read_text()))
+        print(f"{run}: {path.read_text()}")
+    if len(args.runs) > 1 or args.out:
+        print("wrote", compare(args.runs, args.out or "compare.png"))
+
+
+def main() -> None:
+    _main()
+
+
+def demos_main() -> None:
+    _demos()
+
+
+def pretrain_main() -> None:
+    _pretrain()
+
+
+def finetune_main() -> None:
+    _finetune()
+
+
+def eval_main() -> None:
+    _eval()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

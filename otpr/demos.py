@@ -1,0 +1,193 @@
+"""Scripted demonstrations with quality knobs, written in robomimic's hdf5 layout.
+
+Quality presets (every knob can be overridden):
+
+=============  ============  ======  ===========  ====================================
+preset         action noise  jitter  detour prob  meaning
+=============  ============  ======  ===========  ====================================
+expert         0.0           0.0     0.0          the scripted expert as is
+near_optimal   0.1           0.005   0.0          small execution noise
+noisy          0.3           0.0     0.0          the regime where BC is clearly imperfect
+suboptimal     0.5           0.02    0.02         noisy, with random detours
+mixed          --            --      --           ``mixture`` fraction of expert, rest suboptimal
+=============  ============  ======  ===========  ====================================
+
+Action noise is Gaussian, added to the *clipped* expert action and clipped again. A detour
+replaces the expert for ``detour_steps`` steps with one random constant action. ``jitter`` is the
+expert's own waypoint noise. The recorded actions are the executed (noisy) ones. Everything is
+deterministic per ``seed``: episode ``i`` uses env seed ``seed + i`` and its own rng.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import envs
+from otpr.data import DemoDataset, Episode, write_robomimic_hdf5
+
+PRESETS: dict[str, dict[str, float]] = {
+    "expert": {"action_noise": 0.0, "jitter": 0.0, "detour_prob": 0.0},
+    "near_optimal": {"action_noise": 0.1, "jitter": 0.005, "detour_prob": 0.0},
+    "noisy": {"action_noise": 0.3, "jitter": 0.0, "detour_prob": 0.0},
+    "suboptimal": {"action_noise": 0.5, "jitter": 0.02, "detour_prob": 0.02},
+}
+
+
+@dataclass
+class Quality:
+    """Resolved quality knobs of one episode."""
+
+    action_noise: float = 0.0
+    jitter: float = 0.0
+    detour_prob: float = 0.0
+    detour_steps: int = 10
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Quality:
+        if name not in PRESETS:
+            raise ValueError(f"quality must be one of {sorted(PRESETS) + ['mixed']}, got {name!r}")
+        knobs = dict(PRESETS[name])
+        knobs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**knobs)
+
+
+def rollout_expert(
+    task: str,
+    seed: int,
+    quality: Quality,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    env: Any = None,
+) -> tuple[Episode, Any]:
+    """One scripted episode; returns it and the env (reuse it for the next episode)."""
+    if env is None:
+        env = envs.make_single(
+            task, seed, max_episode_steps=max_episode_steps, **(env_kwargs or {})
+        )
+    expert = envs.make_expert(task, jitter=quality.jitter)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    expert.reset(env, rng)
+    low, high = env.action_space.low, env.action_space.high
+    rows: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": []}
+    success = False
+    detour_left, detour_action = 0, None
+    while True:
+        action = np.clip(expert.act(obs), low, high)
+        if detour_left == 0 and quality.detour_prob > 0 and rng.random() < quality.detour_prob:
+            detour_left, detour_action = quality.detour_steps, rng.uniform(low, high)
+        if detour_left > 0:
+            action, detour_left = detour_action, detour_left - 1
+        if quality.action_noise > 0:
+            action = np.clip(
+                action + rng.normal(0.0, quality.action_noise, action.shape), low, high
+            )
+        next_obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+        rows["obs"].append(obs)
+        rows["actions"].append(action)
+        rows["rewards"].append(reward)
+        rows["dones"].append(terminated)
+        success |= bool(info.get("success", False))
+        obs = next_obs
+        if terminated or truncated:
+            break
+    episode = Episode(
+        obs=np.asarray(rows["obs"], np.float32),
+        actions=np.asarray(rows["actions"], np.float32),
+        rewards=np.asarray(rows["rewards"], np.float32),
+        dones=np.asarray(rows["dones"], bool),
+        success=success,
+        final_obs=np.asarray(obs, np.float32),
+    )
+    return episode, env
+
+
+def generate_demos(
+    task: str,
+    num_episodes: int,
+    quality: str = "expert",
+    seed: int = 1_000_000,
+    out: str | Path | None = None,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    action_noise: float | None = None,
+    jitter: float | None = None,
+    detour_prob: float | None = None,
+    mixture: float = 0.5,
+    only_success: bool = False,
+    progress: bool = True,
+) -> DemoDataset:
+    """Roll out the scripted expert ``num_episodes`` times; write robomimic hdf5 to ``out``.
+
+    ``quality='mixed'`` makes a ``mixture`` fraction of the episodes (chosen by the seed) expert
+    and the rest suboptimal. ``only_success`` keeps drawing seeds until ``num_episodes``
+    successful episodes exist (capped at 10x attempts).
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    knobs = {"action_noise": action_noise, "jitter": jitter, "detour_prob": detour_prob}
+    pick = np.random.default_rng(seed)
+    spec = envs.task_spec(task, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
+    episodes: list[Episode] = []
+    record: dict[str, Any] = {"seeds": [], "success": [], "quality": [], "length": []}
+    env = None
+    start = time.time()
+    attempt = 0
+    from tqdm import tqdm
+
+    bar = tqdm(total=num_episodes, desc=f"demos {task}", disable=not progress, leave=False)
+    while len(episodes) < num_episodes and attempt < 10 * num_episodes:
+        name = quality
+        if quality == "mixed":
+            name = "expert" if pick.random() < mixture else "suboptimal"
+        q = Quality.preset(name, **knobs)
+        ep, env = rollout_expert(task, seed + attempt, q, max_episode_steps, env_kwargs, env)
+        attempt += 1
+        if only_success and not ep.success:
+            continue
+        ep.name = f"demo_{len(episodes)}"
+        episodes.append(ep)
+        record["seeds"].append(seed + attempt - 1)
+        record["success"].append(bool(ep.success))
+        record["quality"].append(name)
+        record["length"].append(len(ep))
+        bar.update(1)
+    bar.close()
+    if env is not None:
+        env.close()
+    if len(episodes) < num_episodes:
+        raise RuntimeError(
+            f"only {len(episodes)} of {num_episodes} successful episodes in {attempt} attempts"
+        )
+    env_args = {
+        "env_name": task,
+        "type": spec.suite,
+        "env_kwargs": dict(env_kwargs or {}, max_episode_steps=spec.max_episode_steps),
+    }
+    generation = {
+        "expert": f"envs.make_expert({task!r})",
+        "task": task,
+        "quality": quality,
+        "knobs": asdict(Quality.preset("expert" if quality == "mixed" else quality, **knobs)),
+        "mixture": mixture if quality == "mixed" else None,
+        "first_seed": seed,
+        "success_rate": float(np.mean(record["success"])),
+        "wall_time_s": round(time.time() - start, 2),
+        **record,
+    }
+    dataset = DemoDataset(
+        episodes=episodes,
+        env_args=env_args,
+        source=str(out or ""),
+        obs_keys=spec.obs_keys or ("state",),
+        obs_key_dims=tuple(spec.extra.get("obs_key_dims", (spec.obs_dim,))),
+        metadata={"generation": generation},
+    )
+    if out is not None:
+        write_robomimic_hdf5(out, dataset, generation=generation)
+    return dataset

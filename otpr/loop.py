@@ -1,0 +1,544 @@
+"""The offline-to-online loop: pretrain by behaviour cloning, then fine-tune with OTPR.
+
+One iteration (OTPR Algorithm 1, with the potentials warm-started instead of rebuilt)::
+
+    collect   steps_per_iter decisions per env: L candidates per state in one batched call,
+              one resampled by the guidance weights, T_a of its H actions executed
+    critic    critic_updates_per_iter IQL steps on replay        (every iteration)
+    ot        ot.steps_per_iter dual steps on replay states x actions   (after warm-up, H only)
+    actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs
+    eval      every eval_every iterations, on a fixed evaluation seed range
+
+Resume: a run directory that holds ``checkpoints/last`` continues from it (networks,
+optimizers, RNG states, replay, counters, metrics truncated to the checkpoint). Episodes that
+were in progress when the run stopped are restarted from a fresh reset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import envs
+from otpr import checkpoint as ckpt_io
+from otpr.agent import OTPRAgent, finite_or_raise
+from otpr.buffer import ReplayBuffer
+from otpr.config import Config, to_dict
+from otpr.data import DemoDataset, Episode, make_windows
+from otpr.logger import MetricsLogger
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_demo_path(cfg: Config) -> Path:
+    d = cfg.task.demos
+    return Path("data") / f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_s{d.seed}.hdf5"
+
+
+def load_demos(cfg: Config, progress: bool = True) -> DemoDataset:
+    """Read the configured demo file, or generate (and cache) scripted demos."""
+    from otpr import data
+
+    d, spec = cfg.task.demos, envs.task_spec(cfg.task.name, **cfg.task.env_kwargs)
+    if d.path is None:
+        path = default_demo_path(cfg)
+        if not path.exists():
+            from otpr.demos import generate_demos
+
+            generate_demos(
+                cfg.task.name,
+                d.num_episodes,
+                d.quality,
+                seed=d.seed,
+                out=path,
+                max_episode_steps=cfg.task.max_episode_steps,
+                env_kwargs=dict(cfg.task.env_kwargs),
+                action_noise=d.action_noise,
+                progress=progress,
+            )
+        dataset = data.read_robomimic_hdf5(path, action_dim=spec.action_dim)
+    elif d.format == "robomimic":
+        dataset = data.read_robomimic_hdf5(
+            d.path, obs_keys=d.obs_keys, filter_key=d.filter_key, action_dim=spec.action_dim
+        )
+    elif d.format == "d4rl":
+        dataset = data.read_d4rl_hdf5(d.path, action_dim=spec.action_dim)
+    elif d.format == "minari":
+        path = Path(d.path)
+        dataset = data.read_minari(path.name, path.parent)
+    else:
+        from envs.calvin import read_calvin_episodes
+
+        dataset = read_calvin_episodes(d.path)
+    if dataset.obs_dim != spec.obs_dim or dataset.action_dim != spec.action_dim:
+        raise data.DatasetError(
+            f"{dataset.source or d.path}: observations/actions are {dataset.obs_dim}/"
+            f"{dataset.action_dim}-D, but task {cfg.task.name!r} expects "
+            f"{spec.obs_dim}/{spec.action_dim}-D"
+        )
+    return dataset
+
+
+def demo_transitions(
+    dataset: DemoDataset, obs_horizon: int, horizon: int, act_steps: int, gamma: float
+) -> dict[str, np.ndarray]:
+    """Chunk transitions of the demos, as the loop would have stored them.
+
+    Decisions are taken every ``act_steps`` steps from t = 0. The last chunk of an episode
+    bootstraps from ``final_obs`` when the file has it; without it, a final chunk that ends in a
+    time limit (not a terminal state) is dropped rather than given a wrong next observation.
+    """
+    rows: dict[str, list] = defaultdict(list)
+    for ep in dataset:
+        T = len(ep)
+        obs_all = ep.obs if ep.final_obs is None else np.concatenate([ep.obs, ep.final_obs[None]])
+        single = DemoDataset(
+            [
+                Episode(
+                    obs_all,
+                    _pad_actions(ep.actions, len(obs_all)),
+                    np.zeros(len(obs_all)),
+                    np.zeros(len(obs_all), bool),
+                )
+            ]
+        )
+        win_obs, win_act = make_windows(single, obs_horizon, horizon)
+        for t in range(0, T, act_steps):
+            k = min(act_steps, T - t)
+            terminated = bool(ep.dones[t : t + k].any())
+            if terminated:
+                k = int(np.argmax(ep.dones[t : t + k])) + 1
+            if t + k == T and not terminated and ep.final_obs is None:
+                continue
+            rows["obs"].append(win_obs[t])
+            rows["actions"].append(win_act[t])
+            rows["reward"].append(float(np.sum(ep.rewards[t : t + k] * gamma ** np.arange(k))))
+            rows["discount"].append(gamma**k)
+            rows["next_obs"].append(win_obs[min(t + k, len(obs_all) - 1)])
+            rows["terminated"].append(float(terminated))
+            if terminated:
+                break
+    return {k: np.asarray(v, np.float32) for k, v in rows.items()}
+
+
+def _pad_actions(actions: np.ndarray, n: int) -> np.ndarray:
+    if len(actions) >= n:
+        return actions
+    return np.concatenate([actions, np.repeat(actions[-1:], n - len(actions), 0)])
+
+
+class Trainer:
+    """Owns the agent, the replay, the envs and the run directory of one run."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        t = cfg.task
+        self.spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
+        self.demos = load_demos(cfg, progress=cfg.progress)
+        self.agent = OTPRAgent(cfg, self.spec)
+        self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
+        self.agent.policy.normalizer.fit(self.demo_obs, self.demo_act)
+        self._set_keypoints()
+        self.buffer = ReplayBuffer(
+            cfg.algo.buffer_capacity,
+            (t.obs_history, self.spec.obs_dim),
+            (t.horizon, self.spec.action_dim),
+        )
+        if cfg.algo.demos_in_replay:
+            self.buffer.add(
+                **demo_transitions(self.demos, t.obs_history, t.horizon, t.act_steps, t.gamma)
+            )
+        self.rng = np.random.default_rng(cfg.seed)
+        self.state: dict[str, Any] = {
+            "phase": "init",
+            "iteration": 0,
+            "env_steps": 0,
+            "episodes": 0,
+            "pretrain_steps": 0,
+            "wall_time_s": 0.0,
+            "evals": [],
+        }
+        self.logger = MetricsLogger(
+            self.run_dir, cfg.tensorboard, to_dict(cfg) if cfg.wandb else None
+        )
+        self._train_env = None
+        self._eval_env = None
+        self._obs: np.ndarray | None = None
+        self._ep_return: np.ndarray | None = None
+        self._t0 = time.time()
+        self._wall_at_start = 0.0
+
+    # ------------------------------------------------------------------ setup helpers
+    def _set_keypoints(self) -> None:
+        obs = torch.as_tensor(self.demo_obs, device=self.agent.device)
+        act = torch.as_tensor(self.demo_act, device=self.agent.device)
+        self.agent.potentials.set_keypoints(self.agent.state(obs), self.agent.executed(act))
+
+    def _make_env(self, num_envs: int, seed: int) -> Any:
+        t = self.cfg.task
+        return envs.make(
+            t.name,
+            num_envs=num_envs,
+            seed=seed,
+            obs_history=t.obs_history,
+            act_steps=t.act_steps,
+            max_episode_steps=t.max_episode_steps,
+            vectorization=t.vectorization,
+            **t.env_kwargs,
+        )
+
+    @property
+    def train_env(self) -> Any:
+        if self._train_env is None:
+            n = self.cfg.task.num_envs
+            # Training members are seeded seed * num_envs + i: disjoint across run seeds.
+            seed = self.cfg.seed * n
+            self._train_env = self._make_env(n, seed)
+            self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state["episodes"])
+            self._ep_return = np.zeros(n)
+        return self._train_env
+
+    @property
+    def eval_env(self) -> Any:
+        if self._eval_env is None:
+            self._eval_env = self._make_env(self.cfg.task.eval_num_envs, self.cfg.task.eval_seed)
+        return self._eval_env
+
+    def close(self) -> None:
+        for env in (self._train_env, self._eval_env):
+            if env is not None:
+                env.close()
+        self.logger.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        self.state["wall_time_s"] = self.wall_time()
+        meta = {
+            "task": self.cfg.task.name,
+            "suite": self.spec.suite,
+            "obs_dim": self.spec.obs_dim,
+            "action_dim": self.spec.action_dim,
+            "obs_horizon": self.cfg.task.obs_history,
+            "horizon": self.cfg.task.horizon,
+            "act_steps": self.cfg.task.act_steps,
+            "obs_keys": list(self.spec.obs_keys),
+            "max_episode_steps": self.cfg.task.max_episode_steps,
+            "phase": self.state["phase"],
+            "iteration": self.state["iteration"],
+            "env_steps": self.state["env_steps"],
+        }
+        rng = ckpt_io.rng_state({"agent": self.agent.generator})
+        rng["loop_numpy"] = self.rng.bit_generator.state
+        return ckpt_io.save_checkpoint(
+            self.run_dir,
+            f"step_{self.state['env_steps']:012d}_it{self.state['iteration']:05d}",
+            to_dict(self.cfg),
+            meta,
+            self.agent.modules(),
+            self.agent.optimizers(),
+            rng,
+            self.buffer.state_dict(),
+            self.state,
+        )
+
+    def restore(self, path: str | Path, weights_only: bool = False) -> None:
+        """Load a checkpoint: weights only (start fine-tuning from a pretrained policy) or all."""
+        ckpt = ckpt_io.resolve(path)
+        meta = ckpt_io.read_meta(ckpt)
+        for key in ("obs_dim", "action_dim"):
+            if meta[key] != getattr(self.spec, key):
+                raise ValueError(
+                    f"{ckpt}: checkpoint {key}={meta[key]} does not match task "
+                    f"{self.cfg.task.name!r} ({getattr(self.spec, key)})"
+                )
+        ckpt_io.load_modules(ckpt, self.agent.modules())
+        self._set_keypoints()
+        if weights_only:
+            loop = json.loads((ckpt / "training_state" / "loop.json").read_text())
+            self.state["evals"] = [e for e in loop.get("evals", []) if e["env_steps"] == 0]
+            self.state["phase"] = "pretrained"
+            return
+        ts = ckpt_io.load_training_state(ckpt)
+        for name, opt in self.agent.optimizers().items():
+            opt.load_state_dict(ts["optimizers"][name])
+        ckpt_io.set_rng_state(ts["rng"], {"agent": self.agent.generator})
+        self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
+        if ts["replay"] is not None:
+            self.buffer.load_state_dict(ts["replay"])
+        self.state = ts["loop"]
+        self._wall_at_start = float(self.state.get("wall_time_s", 0.0))
+        self._t0 = time.time()
+        self.logger.truncate_after(self.state["env_steps"])
+
+    def wall_time(self) -> float:
+        return self._wall_at_start + time.time() - self._t0
+
+    # ------------------------------------------------------------------ phases
+    def pretrain(self) -> dict[str, float]:
+        """Behaviour cloning by DSM on the demo windows; then the pretrained evaluation."""
+        a = self.cfg.algo
+        policy = self.agent.policy
+        opt = torch.optim.AdamW(policy.parameters(), lr=a.pretrain_lr, weight_decay=1e-6)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(a.pretrain_steps, 1))
+        obs = torch.as_tensor(self.demo_obs, device=self.agent.device)
+        act = torch.as_tensor(self.demo_act, device=self.agent.device)
+        bar = tqdm(
+            range(a.pretrain_steps), desc="pretrain", disable=not self.cfg.progress, leave=False
+        )
+        info: dict[str, float] = {}
+        for step in bar:
+            idx = torch.as_tensor(self.rng.integers(0, len(obs), a.pretrain_batch_size))
+            info = self.agent.pretrain_step(obs[idx], act[idx], opt)
+            sched.step()
+            if step % 100 == 0 or step == a.pretrain_steps - 1:
+                finite_or_raise(info)
+                self.logger.log(
+                    {"env_steps": 0, "iteration": 0, "pretrain_step": step, **info}, step=step
+                )
+        self.state["pretrain_steps"] = a.pretrain_steps
+        self.state["phase"] = "pretrained"
+        result = self.evaluate()
+        self.save()
+        return result
+
+    def evaluate(self) -> dict[str, float]:
+        """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds."""
+        t = self.cfg.task
+        env = self.eval_env
+        n = t.eval_num_envs
+        quota = math.ceil(t.eval_episodes / n)
+        obs, _ = env.reset(seed=t.eval_seed)
+        done_count = np.zeros(n, int)
+        ret = np.zeros(n)
+        results: list[tuple[int, int, float, float, float]] = []
+        self.agent.policy.eval()
+        while (done_count < quota).any():
+            actions, _ = self.agent.act(obs, explore=False)
+            obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
+            ret += reward
+            for i in np.flatnonzero(term | trunc):
+                if done_count[i] < quota:
+                    fin = info["final_info"]
+                    results.append(
+                        (
+                            int(done_count[i]),
+                            int(i),
+                            float(fin["success"][i]),
+                            float(ret[i]),
+                            float(fin["num_subtasks"][i]),
+                        )
+                    )
+                    done_count[i] += 1
+                ret[i] = 0.0
+        self.agent.policy.train()
+        results = sorted(results)[: t.eval_episodes]
+        arr = np.asarray([r[2:] for r in results])
+        out = {
+            "eval/success": float(arr[:, 0].mean()),
+            "eval/return": float(arr[:, 1].mean()),
+            "eval/num_subtasks": float(arr[:, 2].mean()),
+            "eval/episodes": len(results),
+        }
+        record = {"env_steps": self.state["env_steps"], "iteration": self.state["iteration"], **out}
+        self.state["evals"].append(record)
+        self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"])
+        return out
+
+    def collect(self) -> dict[str, float]:
+        """``steps_per_iter`` decisions in every training env, stored as chunk transitions."""
+        t, a = self.cfg.task, self.cfg.algo
+        env = self.train_env
+        gammas = t.gamma ** np.arange(t.act_steps)
+        successes, returns, timing = [], [], defaultdict(float)
+        fallback = 0.0
+        for _ in range(a.steps_per_iter):
+            tic = time.perf_counter()
+            actions, info = self.agent.act(self._obs, explore=True)
+            timing["perf/time_sample_s"] += time.perf_counter() - tic
+            fallback += info.get("sampler/uniform_fallback", 0.0)
+            tic = time.perf_counter()
+            next_obs, reward, term, trunc, infos = env.step(actions[:, : t.act_steps])
+            timing["perf/time_env_s"] += time.perf_counter() - tic
+            done = term | trunc
+            rewards = (
+                np.array(infos["rewards"])
+                if "rewards" in infos
+                else np.zeros((len(done), t.act_steps))
+            )
+            steps = np.array(infos["steps"]) if "steps" in infos else np.zeros(len(done), int)
+            true_next = next_obs.copy()
+            if done.any():
+                fin = infos["final_info"]
+                for i in np.flatnonzero(done):
+                    rewards[i] = fin["rewards"][i]
+                    steps[i] = fin["steps"][i]
+                    true_next[i] = infos["final_obs"][i]
+                    successes.append(float(fin["success"][i]))
+                    returns.append(self._ep_return[i] + reward[i])
+            disc_reward = (rewards * gammas[None]).sum(1)
+            self.buffer.add(
+                obs=self._obs,
+                actions=actions,
+                reward=disc_reward,
+                discount=t.gamma ** steps.astype(np.float64),
+                next_obs=true_next,
+                terminated=term.astype(np.float32),
+            )
+            self._ep_return = np.where(done, 0.0, self._ep_return + reward)
+            self.state["env_steps"] += int(steps.sum())
+            self.state["episodes"] += int(done.sum())
+            self._obs = next_obs
+        out = dict(timing)
+        out["sampler/uniform_fallback"] = fallback
+        if successes:
+            out["train/success"] = float(np.mean(successes))
+            out["train/return"] = float(np.mean(returns))
+            out["train/episodes"] = len(successes)
+        return out
+
+    def _batch(self, size: int) -> dict[str, torch.Tensor]:
+        return self.buffer.sample(size, self.rng, self.agent.device)
+
+    def update(self) -> dict[str, float]:
+        """Critic, then (after warm-up) potentials and actor."""
+        a, o = self.cfg.algo, self.cfg.ot
+        metrics: dict[str, float] = {}
+        timing = defaultdict(float)
+        tic = time.perf_counter()
+        for _ in range(a.critic_updates_per_iter):
+            metrics.update(self.agent.update_critic(self._batch(a.critic_batch_size)))
+        timing["perf/time_critic_s"] = time.perf_counter() - tic
+        if self.state["iteration"] < a.warmup_iterations:
+            return {**metrics, **timing}
+        if a.guidance == "H":
+            tic = time.perf_counter()
+            for _ in range(o.steps_per_iter):
+                s = self._batch(o.batch_size)["obs"]
+                act = self._batch(o.batch_size)["actions"]
+                metrics.update(self.agent.update_potentials(s, act))
+            timing["perf/time_potentials_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        n_demo = int(round(a.demo_fraction * a.actor_batch_size))
+        for _ in range(a.actor_updates_per_iter):
+            batch = self._batch(a.actor_batch_size - n_demo)
+            obs, act = batch["obs"], batch["actions"]
+            if n_demo:
+                idx = torch.as_tensor(self.rng.integers(0, len(self.demo_obs), n_demo))
+                obs = torch.cat([obs, torch.as_tensor(self.demo_obs)[idx].to(obs.device)])
+                act = torch.cat([act, torch.as_tensor(self.demo_act)[idx].to(act.device)])
+            metrics.update(self.agent.update_actor(obs, act))
+        timing["perf/time_actor_s"] = time.perf_counter() - tic
+        return {**metrics, **timing}
+
+    def finetune(self) -> None:
+        a = self.cfg.algo
+        bar = tqdm(
+            total=a.iterations,
+            initial=self.state["iteration"],
+            desc="fine-tune",
+            disable=not self.cfg.progress,
+            leave=False,
+        )
+        while self.state["iteration"] < a.iterations:
+            tic = time.time()
+            steps_before = self.state["env_steps"]
+            metrics = self.collect()
+            metrics.update(self.update())
+            finite_or_raise(metrics)
+            self.state["iteration"] += 1
+            it = self.state["iteration"]
+            elapsed = time.time() - tic
+            metrics["perf/env_steps_per_s"] = (self.state["env_steps"] - steps_before) / elapsed
+            metrics["perf/iteration_s"] = elapsed
+            record = {"env_steps": self.state["env_steps"], "iteration": it, **metrics}
+            self.logger.log(
+                dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"]
+            )
+            if it % a.eval_every == 0 or it == a.iterations:
+                res = self.evaluate()
+                bar.set_postfix(success=f"{res['eval/success']:.2f}")
+            self.state["phase"] = "finetune"
+            if it % a.checkpoint_every == 0 or it == a.iterations:
+                self.save()
+            bar.update(1)
+        bar.close()
+        self.state["phase"] = "done"
+
+    def summary(self) -> dict[str, Any]:
+        evals = self.state["evals"]
+        pre = next((e for e in evals if e["env_steps"] == 0), None)
+        final = evals[-1] if evals else None
+        return {
+            "task": self.cfg.task.name,
+            "algo": self.cfg.algo.name,
+            "guidance": self.cfg.algo.guidance,
+            "masked": self.cfg.ot.masked,
+            "seed": self.cfg.seed,
+            "num_demos": len(self.demos),
+            "demo_success": float(np.mean([bool(ep.success) for ep in self.demos])),
+            "pretrained_success": pre["eval/success"] if pre else None,
+            "final_success": final["eval/success"] if final else None,
+            "pretrained_return": pre["eval/return"] if pre else None,
+            "final_return": final["eval/return"] if final else None,
+            "best_success": max(e["eval/success"] for e in evals) if evals else None,
+            "env_steps": self.state["env_steps"],
+            "iterations": self.state["iteration"],
+            "eval_episodes": self.cfg.task.eval_episodes,
+            "wall_time_s": round(self.wall_time(), 1),
+        }
+
+
+def run(
+    cfg: Config, run_dir: str | Path, stages: tuple[str, ...] = ("pretrain", "finetune")
+) -> dict[str, Any]:
+    """Run the configured stages in ``run_dir`` (resuming if it holds a checkpoint)."""
+    from otpr.report import write_report
+
+    trainer = Trainer(cfg, run_dir)
+    try:
+        (trainer.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
+        has_ckpt = (trainer.run_dir / "checkpoints" / "last").exists()
+        if cfg.resume and has_ckpt:
+            trainer.restore(trainer.run_dir)
+        elif cfg.checkpoint is not None:
+            trainer.restore(cfg.checkpoint, weights_only=True)
+        if "pretrain" in stages and trainer.state["phase"] == "init":
+            trainer.pretrain()
+        if "finetune" in stages and cfg.algo.iterations > 0:
+            if trainer.state["phase"] == "init":
+                raise ValueError(
+                    "fine-tuning needs a pretrained policy: run the pretrain stage or pass "
+                    "checkpoint=<pretrained run dir>"
+                )
+            if not any(e["env_steps"] == 0 for e in trainer.state["evals"]):
+                trainer.evaluate()
+            trainer.finetune()
+        summary = trainer.summary()
+        write_report(trainer.run_dir, summary)
+        return summary
+    finally:
+        trainer.close()
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,95 @@
+"""Run reports: ``summary.json`` and ``curves.png`` (success and return vs env steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from otpr.logger import read_metrics
+
+
+def write_report(run_dir: str | Path, summary: dict[str, Any]) -> dict[str, Path]:
+    """Write ``summary.json`` and, when there are evaluations, ``curves.png``."""
+    run_dir = Path(run_dir)
+    out = {"summary": run_dir / "summary.json"}
+    out["summary"].write_text(json.dumps(summary, indent=2))
+    metrics = run_dir / "metrics.jsonl"
+    evals = [r for r in read_metrics(metrics) if "eval/success" in r] if metrics.exists() else []
+    if evals:
+        out["curves"] = plot_curves(evals, run_dir / "curves.png", title=_title(summary))
+    return out
+
+
+def _title(summary: dict[str, Any]) -> str:
+    masked = "masked" if summary.get("masked") else "unmasked"
+    return (
+        f"{summary.get('task')} / {summary.get('algo')} (guidance {summary.get('guidance')}, "
+        f"{masked} OT), seed {summary.get('seed')}"
+    )
+
+
+def plot_curves(evals: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Success and return vs env steps; the pretrained level is a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = sorted(evals, key=lambda r: r["env_steps"])
+    steps = [r["env_steps"] for r in evals]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in (
+        (axes[0], "eval/success", "success rate"),
+        (axes[1], "eval/return", "return"),
+    ):
+        values = [r[key] for r in evals]
+        ax.plot(steps, values, marker="o", label="evaluation")
+        pre = next((r[key] for r in evals if r["env_steps"] == 0), None)
+        if pre is not None:
+            ax.axhline(pre, color="gray", linestyle="--", label=f"pretrained ({pre:.2f})")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0].set_ylim(-0.02, 1.02)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
+    """One success-vs-env-steps plot over several runs (e.g. an ablation sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in run_dirs:
+        run = Path(run)
+        evals = [r for r in read_metrics(run / "metrics.jsonl") if "eval/success" in r]
+        summary = (
+            json.loads((run / "summary.json").read_text())
+            if (run / "summary.json").exists()
+            else {}
+        )
+        label = f"{summary.get('guidance', '?')}/{'M' if summary.get('masked') else 'U'} s{summary.get('seed', '?')}"
+        evals.sort(key=lambda r: r["env_steps"])
+        ax.plot(
+            [r["env_steps"] for r in evals],
+            [r["eval/success"] for r in evals],
+            marker=".",
+            label=label,
+        )
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
