@@ -48,7 +48,8 @@ def build_policy(
             horizon=horizon,
             cond_dim=cond_dim,
             hidden=tuple(cfg.hidden),
-            time_emb_dim=cfg.time_emb_dim,
+            time_dim=cfg.time_emb_dim,
+            device=device,
         )
     else:
         net = TemporalUnet1D(
@@ -57,7 +58,8 @@ def build_policy(
             cond_dim=cond_dim,
             down_dims=tuple(cfg.unet_down_dims),
             kernel_size=cfg.unet_kernel_size,
-            time_emb_dim=cfg.time_emb_dim,
+            time_dim=cfg.time_emb_dim,
+            device=device,
         )
     sde = VPSDE(
         schedule=cfg.schedule, beta_min=cfg.beta_min, beta_max=cfg.beta_max, t_min=cfg.t_min
@@ -200,7 +202,7 @@ class OTPRAgent:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"pretrain/dsm": float(loss), **{f"pretrain/{k}": v for k, v in info.items()}}
+        return {"pretrain/dsm": loss.item(), **{f"pretrain/{k}": v for k, v in info.items()}}
 
     def update_critic(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One IQL step on a replay batch of raw chunk transitions."""
@@ -228,7 +230,7 @@ class OTPRAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
-        out = {"actor/dsm": float(loss), "actor/weight_mean": float(weights.mean())}
+        out = {"actor/dsm": loss.item(), "actor/weight_mean": float(weights.mean())}
         out["actor/weight_nonzero_frac"] = float((weights > 0).float().mean())
         out.update({f"actor/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
         return out

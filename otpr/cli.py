@@ -75,16 +75,10 @@ def _to_config(raw: DictConfig, cls: type = Config) -> Any:
 
 
 def _run_dir(cfg: Config) -> Path:
-    if cfg.checkpoint is not None and cfg.resume and _is_run_dir(cfg.checkpoint):
-        pass
     try:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return Path(cfg.run_dir)
-
-
-def _is_run_dir(path: str) -> bool:
-    return (Path(path) / "checkpoints" / "last").exists()
 
 
 def _job(raw: DictConfig, stages: tuple[str, ...]) -> dict[str, Any]:

@@ -277,7 +277,10 @@ def read_robomimic_hdf5(
                 raise _fail(name, "data.attrs[env_args]", "expected a JSON string") from None
         generation = None
         if GENERATION_ATTR in data.attrs:
-            generation = json.loads(data.attrs[GENERATION_ATTR])
+            try:
+                generation = json.loads(data.attrs[GENERATION_ATTR])
+            except (TypeError, json.JSONDecodeError):
+                raise _fail(name, f"data.attrs[{GENERATION_ATTR}]", "expected JSON") from None
 
         if filter_key is not None:
             mask_key = f"mask/{filter_key}"
@@ -443,6 +446,12 @@ def write_robomimic_hdf5(
     if filters is None:
         train, val = _split_indices(len(dataset), val_fraction, split_seed)
         filters = {"train": train, "valid": val}
+    for fname, idx in filters.items():
+        bad = [int(i) for i in idx if not 0 <= int(i) < len(dataset)]
+        if bad:
+            raise DatasetError(
+                f"{path}: mask/{fname}: expected episode indices in [0, {len(dataset)}), got {bad}"
+            )
 
     episodes = [validate_episode(ep, path.name, f"episodes[{i}]") for i, ep in enumerate(dataset)]
     _check_consistent(episodes, path.name, [f"episodes[{i}]" for i in range(len(episodes))])
@@ -490,7 +499,7 @@ def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDatas
     """Read a D4RL-layout hdf5 file and split it into episodes at ``terminals | timeouts``.
 
     An episode ends at (and includes) every step flagged terminal or timeout; ``dones`` holds the
-    terminal flags only (a timeout is a truncation) and ``extra["timeouts"]`` the timeout flags.
+    terminal flags only (a timeout is a truncation) and ``extra["truncations"]`` the timeouts.
     Steps after the last flag form a final, unfinished episode. When the file has
     ``next_observations``, each episode's ``final_obs`` is the next observation of its last step.
     """
@@ -537,7 +546,7 @@ def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDatas
             dones=terminals[s:e],
             name=f"steps[{s}:{e}]",
             final_obs=None if next_obs is None else next_obs[e - 1],
-            extra={"timeouts": timeouts[s:e]},
+            extra={"truncations": timeouts[s:e]},
         )
         # Errors name the flat dataset and the episode's row range in it.
         where = f"[{s}:{e}]"
@@ -718,16 +727,16 @@ def make_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut every (observation history, action chunk) pair, diffusion_policy style.
 
-    The window at time ``t`` of an episode of length ``T`` (here ``T_o = 2``, ``H = 4``)::
+    The window at time ``t`` of an episode of length ``T`` (drawn for ``T_o = 2``, ``H = 4``)::
 
-        step          0    1    2   ...  t-1   t   t+1  t+2  t+3 ... T-1
-        obs               .... [o_{t-1}  o_t]                          T_o obs, ending at t
-        actions                         [a_t  a_{t+1} a_{t+2} a_{t+3}]  H actions, from t
+        step      t-2   t-1    t    t+1   t+2   t+3   t+4
+        obs              o     o                            T_o observations, ending at t
+        actions                a     a     a     a          H actions, starting at t
 
-    Out-of-episode indices are padded with the nearest step of the same episode::
+    At the episode edges, steps outside ``0..T-1`` repeat the nearest step of the episode::
 
-        t = 0:    obs [o_0, o_0]                    (first obs repeated)
-        t = T-2:  actions [a_{T-2}, a_{T-1}, a_{T-1}, a_{T-1}]   (last action repeated)
+        t = 0:     obs      o_0  o_0                          (o_{-1} -> o_0)
+        t = T-2:   actions  a_{T-2}  a_{T-1}  a_{T-1}  a_{T-1}  (a_T, a_{T+1} -> a_{T-1})
 
     Windows never cross episodes. Returns ``obs [N, T_o, obs_dim]`` and
     ``actions [N, H, action_dim]``, float32, one window per time step.
@@ -801,7 +810,6 @@ def read_calvin_episodes(
     ``extra`` holds ``task`` and ``instruction``. ``final_obs`` is ``None`` (no step follows).
     """
     from envs.calvin import (
-        OBS_DIM,
         ROBOT_OBS_DIM,
         SCENE_OBS_DIM,
         CalvinDatasetError,
@@ -835,7 +843,6 @@ def read_calvin_episodes(
             extra=extra,
         )
         episodes.append(validate_episode(ep, Path(root).name, name, action_dim))
-    assert episodes[0].obs_dim == OBS_DIM
     return DemoDataset(
         episodes=episodes,
         source=str(root),

@@ -45,7 +45,10 @@ def seed_everything(seed: int) -> None:
 
 def default_demo_path(cfg: Config) -> Path:
     d = cfg.task.demos
-    return Path("data") / f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_s{d.seed}.hdf5"
+    name = f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_T{cfg.task.max_episode_steps}_s{d.seed}"
+    if d.action_noise is not None:
+        name += f"_noise{d.action_noise:g}"
+    return Path("data") / f"{name}.hdf5"
 
 
 def load_demos(cfg: Config, progress: bool = True) -> DemoDataset:
@@ -80,9 +83,7 @@ def load_demos(cfg: Config, progress: bool = True) -> DemoDataset:
         path = Path(d.path)
         dataset = data.read_minari(path.name, path.parent)
     else:
-        from envs.calvin import read_calvin_episodes
-
-        dataset = read_calvin_episodes(d.path)
+        dataset = data.read_calvin_episodes(d.path, action_dim=spec.action_dim)
     if dataset.obs_dim != spec.obs_dim or dataset.action_dim != spec.action_dim:
         raise data.DatasetError(
             f"{dataset.source or d.path}: observations/actions are {dataset.obs_dim}/"

@@ -103,32 +103,34 @@ class _Articulation:
     body: str
     goal: float  # commanded final joint value (past D4RL's goal threshold)
     done_at: float  # the segment ends once the joint is beyond this value
-    handle: tuple[float, float, float]  # EE point on the handle, in the body frame
-    rot: np.ndarray = field(default_factory=lambda: _R_FRONT)
-    grasp: bool = True  # False: push with closed fingers and keep the orientation fixed
-    push_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # body frame, for pushes
+    point: tuple[float, float, float]  # where the EE site goes, in the body frame
+    rot: np.ndarray = field(default_factory=lambda: _R_FRONT)  # EE orientation in the body frame
+    grasp: bool = True  # False: push with closed fingers
+    rotate: bool = False  # the EE orientation follows the body (knob twist) or stays fixed
     lead: float = 0.15  # how far the commanded joint value runs ahead of the actual one
     standoff: float = 0.10  # approach distance in front of the handle (m)
 
 
-# Handle points: the microwave handle is a vertical capsule at (0.475, -0.108, 0) in the door
-# body; the slide cabinet's at (-0.183, -0.123, 0) in its link; the knob bar at (0, 0, 0.038) in
-# the knob body; the light switch lever tip at (0.0315, -0.075, 0). The EE site sits between the
-# fingertips, so "2 cm past the axis" puts the handle inside the fingers.
+# The EE site sits 5 cm behind the fingertips; the finger pads span 1 cm behind to 5 cm in front
+# of it, so a handle axis 2.5 cm in front of the site is grasped mid-pad. Handles, in their body
+# frames: the microwave's vertical capsule at (0.475, -0.108, 0) in the door (approach +y); the
+# slide cabinet's at (-0.183, -0.123, 0) in its link (approach +y); the knob bar from z = 0.02 to
+# 0.056 in the knob body (approach -z); the light switch lever tip at (0.0315, -0.075, 0),
+# pushed towards -x by the side of the closed fingers.
 ARTICULATIONS: dict[str, _Articulation] = {
     "microwave": _Articulation(
         joint="microwave",
         body="microdoorroot",
         goal=-0.85,
         done_at=-0.7,
-        handle=(0.475, -0.108 + 0.02, 0.0),
+        point=(0.475, -0.108 - 0.025, 0.0),
     ),
     "slide cabinet": _Articulation(
         joint="slide_cabinet",
         body="slidelink",
         goal=0.32,
         done_at=0.27,
-        handle=(-0.183, -0.123 + 0.02, 0.0),
+        point=(-0.183, -0.123 - 0.025, 0.0),
         lead=0.06,
     ),
     "bottom burner": _Articulation(
@@ -136,24 +138,26 @@ ARTICULATIONS: dict[str, _Articulation] = {
         body="knob 2",
         goal=-1.0,
         done_at=-0.85,
-        handle=(0.0, 0.0, 0.038 - 0.015),
+        point=(0.0, 0.0, 0.075),
         rot=_R_KNOB,
+        rotate=True,
+        lead=0.3,
     ),
     "light switch": _Articulation(
         joint="light_switch",
         body="lightswitchroot",
         goal=-0.7,
-        done_at=-0.62,
-        handle=(0.0315, -0.075, 0.0),
+        done_at=-0.55,
+        point=(0.0315 + 0.055, -0.075 - 0.02, 0.0),
         grasp=False,
-        push_offset=(0.045, 0.0, 0.0),
+        lead=0.6,
     ),
 }
 
 # Kettle: FrankaKitchen-v1's goal puts the kettle at (-0.23, 0.75, 1.62) (top-left burner).
-KETTLE_HANDLE = (0.0, 0.0, 0.259 - 0.015)  # handle axis 0.259 above the kettle origin
-KETTLE_LIFT = 0.07
-KETTLE_GOAL_XY = (-0.23, 0.72)
+KETTLE_HANDLE = (0.0, 0.0, 0.259 + 0.025)  # the handle axis is 0.259 above the origin
+KETTLE_LIFT = 0.05
+KETTLE_GOAL_XY = (-0.23, 0.56)
 
 
 class KitchenExpert:
@@ -203,6 +207,7 @@ class KitchenExpert:
         self._scratch = mujoco.MjData(self._model)
         self._site = self._model.site(EE_SITE).id
         self._kp = self._model.actuator_gainprm[:ARM_DOF, 0].copy()
+        self._limits = self._model.jnt_range[:ARM_DOF].copy()
         self._jacp = np.zeros((3, self._model.nv))
         self._jacr = np.zeros((3, self._model.nv))
         self._segments = []
@@ -237,11 +242,13 @@ class KitchenExpert:
         bid = self._model.body(body).id
         return s.xpos[bid].copy(), s.xmat[bid].reshape(3, 3).copy()
 
-    def _reached(self, target: Callable[[], Pose], tol: float = 0.012) -> Callable[[], bool]:
+    def _reached(
+        self, target: Callable[[], Pose], tol: float = 0.012, rot_tol: float = 0.1
+    ) -> Callable[[], bool]:
         def done() -> bool:
             p, r = self._ee()
             pt, rt = target()
-            return bool(np.linalg.norm(pt - p) < tol and np.linalg.norm(_rotvec(rt @ r.T)) < 0.15)
+            return bool(np.linalg.norm(pt - p) < tol and np.linalg.norm(_rotvec(rt @ r.T)) < rot_tol)
 
         return done
 
@@ -252,49 +259,46 @@ class KitchenExpert:
     def _articulation_script(self, art: _Articulation, offset: np.ndarray) -> list[_Segment]:
         adr, _ = self._joint(art.joint)
         sign = np.sign(art.goal - self._data.qpos[adr])
-        handle = np.asarray(art.handle) + (0.0 if art.grasp else np.asarray(art.push_offset))
+        point = np.asarray(art.point)
         state: dict[str, Pose] = {}
 
-        def handle_pose(value: float | None = None, back: float = 0.0) -> Pose:
-            frame = self._body_pose(art.body, adr, self._data.qpos[adr] if value is None else value)
-            if art.grasp:
-                pos, rot = _compose(frame, (handle, art.rot))
-            else:  # push: point follows the body, orientation fixed at the start
-                pos, rot = frame[0] + frame[1] @ handle, state["push_rot"][1]
+        def site_target(back: float = 0.0) -> Pose:
+            pos, rot = _compose(self._body_pose(art.body), (point, art.rot))
             return pos - back * rot[:, 2] + offset, rot
 
-        def start() -> None:
+        def grab() -> None:
             frame = self._body_pose(art.body)
-            state["push_rot"] = (frame[0], frame[1] @ art.rot)
+            p, r = self._ee()
+            if art.rotate:
+                state["hold"] = _compose(_inverse(frame), (p, r))
+            else:  # the EE keeps its orientation and its offset from the handle point
+                state["hold"] = (p - (frame[0] + frame[1] @ point), r)
 
         def follow() -> Pose:
             now = self._data.qpos[adr]
             cmd = now + sign * art.lead
             cmd = min(cmd, art.goal) if sign > 0 else max(cmd, art.goal)
-            if art.grasp:
-                frame = self._body_pose(art.body, adr, cmd)
+            frame = self._body_pose(art.body, adr, cmd)
+            if art.rotate:
                 return _compose(frame, state["hold"])
-            return handle_pose(cmd)
-
-        def grab() -> None:
-            state["hold"] = _compose(_inverse(self._body_pose(art.body)), self._ee())
+            return frame[0] + frame[1] @ point + state["hold"][0], state["hold"][1]
 
         def past() -> bool:
             return bool(sign * (self._data.qpos[adr] - art.done_at) > 0)
+
+        def mark_end() -> None:
+            state["end"] = self._ee()
 
         def retreat() -> Pose:
             pos, rot = state["end"]
             return pos - art.standoff * rot[:, 2], rot
 
-        def mark_end() -> None:
-            state["end"] = self._ee()
-
         grip = OPEN if art.grasp else CLOSE
-        approach = lambda: handle_pose(back=art.standoff)  # noqa: E731
-        reach = lambda: handle_pose()  # noqa: E731
+        approach = lambda: site_target(art.standoff)  # noqa: E731
+        reach = lambda: site_target()  # noqa: E731
         hold = lambda: state["end"]  # noqa: E731
         return [
-            _Segment(approach, grip, self._reached(approach, 0.03), 60, start, "approach"),
+            _Segment(approach, grip, self._reached(approach, 0.03), 60, None, "approach"),
             _Segment(reach, grip, self._reached(reach), 40, None, "reach"),
             _Segment(reach, CLOSE, self._after(4 if art.grasp else 0), 4, None, "grasp"),
             _Segment(follow, CLOSE, past, 80, grab, "articulate"),
@@ -323,7 +327,7 @@ class KitchenExpert:
             pos, rot = kettle()
             lift = pos + np.array([0.0, 0.0, KETTLE_LIFT])
             above = np.array([KETTLE_GOAL_XY[0], KETTLE_GOAL_XY[1], lift[2]])
-            down = np.array([KETTLE_GOAL_XY[0], KETTLE_GOAL_XY[1], pos[2] + 0.01])
+            down = np.array([KETTLE_GOAL_XY[0], KETTLE_GOAL_XY[1], pos[2] - 0.01])
             state["lift"], state["above"], state["down"] = (
                 (lift, rot),
                 (above, rot),
@@ -336,12 +340,15 @@ class KitchenExpert:
         def kettle_at(key: str, tol: float) -> Callable[[], bool]:
             return lambda: bool(np.linalg.norm(kettle()[0] - state[key][0]) < tol)
 
+        def kettle_down() -> bool:
+            return bool(kettle()[0][2] < state["down"][0][2] + 0.02)
+
         def mark_end() -> None:
             state["end"] = self._ee()
 
         def up() -> Pose:
             pos, rot = state["end"]
-            return pos + np.array([0.0, 0.0, 0.1]), rot
+            return pos + np.array([0.0, 0.0, 0.08]), rot
 
         approach = lambda: grasp_pose(0.1)  # noqa: E731
         reach = lambda: grasp_pose()  # noqa: E731
@@ -351,9 +358,9 @@ class KitchenExpert:
             _Segment(reach, CLOSE, self._after(5), 5, None, "grasp"),
             _Segment(carry("lift"), CLOSE, kettle_at("lift", 0.02), 30, grab, "lift"),
             _Segment(carry("above"), CLOSE, kettle_at("above", 0.03), 60, None, "carry"),
-            _Segment(carry("down"), CLOSE, kettle_at("down", 0.02), 30, None, "lower"),
+            _Segment(carry("down"), CLOSE, kettle_down, 15, None, "lower"),
             _Segment(lambda: state["end"], OPEN, self._after(3), 3, mark_end, "release"),
-            _Segment(up, OPEN, self._reached(up, 0.04), 30, None, "retreat"),
+            _Segment(up, OPEN, self._reached(up, 0.03), 15, None, "retreat"),
         ]
 
     # ----------------------------------------------------------------------------- control
@@ -394,7 +401,11 @@ class KitchenExpert:
         return action
 
     def _ik(self, p_target: np.ndarray, r_target: np.ndarray) -> np.ndarray:
-        """Damped-least-squares joint increment to the target pose, as an arm action."""
+        """Damped-least-squares joint increment to the target pose, as an arm action.
+
+        Joints that the step would push past their limits (less a 0.05 rad margin) are locked
+        and the step is solved again without them.
+        """
         m, d = self._model, self._data
         p, r = self._ee()
         e_p = p_target - p
@@ -407,13 +418,21 @@ class KitchenExpert:
             e_r *= self.max_ang_step / n
         mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self._site)
         w = np.array([1.0, 1.0, 1.0] + [self.rot_weight] * 3)
-        jac = np.vstack([self._jacp[:, :ARM_DOF], self._jacr[:, :ARM_DOF]]) * w[:, None]
+        jac_full = np.vstack([self._jacp[:, :ARM_DOF], self._jacr[:, :ARM_DOF]]) * w[:, None]
         err = np.concatenate([e_p, e_r]) * w
-        jjt = jac @ jac.T + self.damping**2 * np.eye(6)
-        dq = jac.T @ np.linalg.solve(jjt, err)
-        q = d.qpos[:ARM_DOF]
-        pinv = jac.T @ np.linalg.solve(jjt, jac)
-        dq += (np.eye(ARM_DOF) - pinv) @ (self.null_gain * (Q_HOME - q))
+        q = d.qpos[:ARM_DOF].copy()
+        lo, hi = self._limits[:, 0] + 0.05, self._limits[:, 1] - 0.05
+        free = np.ones(ARM_DOF)
+        for _ in range(3):
+            jac = jac_full * free
+            jjt = jac @ jac.T + self.damping**2 * np.eye(6)
+            dq = jac.T @ np.linalg.solve(jjt, err)
+            pinv = jac.T @ np.linalg.solve(jjt, jac)
+            dq += free * ((np.eye(ARM_DOF) - pinv) @ (self.null_gain * (Q_HOME - q)))
+            blocked = ((q + dq < lo) & (dq < 0)) | ((q + dq > hi) & (dq > 0))
+            if not (blocked & (free > 0)).any():
+                break
+            free[blocked] = 0.0
         dq += d.qfrc_bias[:ARM_DOF] / self._kp  # gravity feed-forward for the P servos
         return np.clip(dq / (ACT_SCALE * self._dt), -1.0, 1.0)
 

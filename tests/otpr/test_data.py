@@ -239,6 +239,8 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_writer_rejects_wrong_key_widths(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="obs_dim 7"):
         write_robomimic_hdf5(tmp_path / "x.hdf5", _dataset(), obs_keys={"a": 3, "b": 3})
+    with pytest.raises(DatasetError, match=r"mask/valid: expected episode indices in \[0, 3\)"):
+        write_robomimic_hdf5(tmp_path / "x.hdf5", _dataset(), KEYS, filters={"valid": [3]})
     assert not (tmp_path / "x.hdf5").exists()
 
 
@@ -272,8 +274,8 @@ def test_d4rl_splits_at_terminals_and_timeouts(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds[0].rewards, ref["rewards"][0:3])
     assert ds[0].dones.tolist() == [False, False, True]
     assert ds[1].dones.tolist() == [False] * 4  # a timeout is not a terminal
-    assert ds[1].extra["timeouts"].tolist() == [False, False, False, True]
-    assert not ds[2].dones.any() and not ds[2].extra["timeouts"].any()
+    assert ds[1].extra["truncations"].tolist() == [False, False, False, True]
+    assert not ds[2].dones.any() and not ds[2].extra["truncations"].any()
     np.testing.assert_array_equal(ds[1].final_obs, ref["next_observations"][6])
 
 
