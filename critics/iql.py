@@ -144,7 +144,10 @@ class IQLCritic(Critic, nn.Module):
         target = self.target_q(obs, act)
         v = self.value(obs)
         loss = expectile_loss(target - v, self.expectile)
-        return loss, {"critic/v_loss": float(loss), "critic/v_mean": float(v.mean())}
+        return loss, {
+            "critic/v_loss": float(loss.detach()),
+            "critic/v_mean": float(v.detach().mean()),
+        }
 
     def compute_q_loss(
         self,
@@ -180,8 +183,8 @@ class IQLCritic(Critic, nn.Module):
         q1, q2 = self._q_pair((self.q1, self.q2), obs, act)
         loss = (q1 - target).square().mean() + (q2 - target).square().mean()
         info = {
-            "critic/q_loss": float(loss),
-            "critic/q_mean": float(torch.minimum(q1, q2).mean()),
+            "critic/q_loss": float(loss.detach()),
+            "critic/q_mean": float(torch.minimum(q1, q2).detach().mean()),
             "critic/target_mean": float(target.mean()),
         }
         return loss, info

@@ -6,12 +6,13 @@ completion rule (``BONUS_THRESH = 0.3``).
 
 Task sets, as D4RL's ``d4rl/kitchen/__init__.py`` and ``kitchen_envs.py`` register them::
 
-    name              D4RL id             env class                                  goal subtasks
-    kitchen-complete  kitchen-complete-v0 KitchenMicrowaveKettleLightSliderV0       microwave, kettle,
-                                                                                     light switch, slide cabinet
-    kitchen-partial   kitchen-partial-v0  KitchenMicrowaveKettleLightSliderV0       (same as complete)
-    kitchen-mixed     kitchen-mixed-v0    KitchenMicrowaveKettleBottomBurnerLightV0 microwave, kettle,
-                                                                                     bottom burner, light switch
+    name              D4RL id              D4RL env class
+    kitchen-complete  kitchen-complete-v0  KitchenMicrowaveKettleLightSliderV0
+    kitchen-partial   kitchen-partial-v0   KitchenMicrowaveKettleLightSliderV0
+    kitchen-mixed     kitchen-mixed-v0     KitchenMicrowaveKettleBottomBurnerLightV0
+
+    goal subtasks: complete, partial  microwave, kettle, light switch, slide cabinet
+                   mixed              microwave, kettle, bottom burner, light switch
 
 complete and partial share the env and the goal; they differ only in the dataset:
 complete = ``mini_kitchen_microwave_kettle_light_slider-v0`` (a few demos that all do the four
@@ -26,9 +27,9 @@ Observation (59, float32): FrankaKitchen-v1 returns a dict with ``observation``,
     [0:9]   robot qpos: 7 arm joints (rad), 2 finger slides (m)
     [9:18]  robot qvel: the same 9 joints
     [18:39] object qpos (MuJoCo qpos[9:30]):
-            18 bottom-right knob   19 bottom-right burner   20 bottom-left knob   21 bottom-left burner
-            22 top-right knob      23 top-right burner      24 top-left knob      25 top-left burner
-            26 light switch        27 light slide           28 slide cabinet
+            18 bottom-right knob  19 bottom-right burner  20 bottom-left knob  21 bottom-left burner
+            22 top-right knob     23 top-right burner     24 top-left knob     25 top-left burner
+            26 light switch       27 light slide          28 slide cabinet
             29 left hinge door     30 right hinge door      31 microwave door
             32:35 kettle xyz       35:39 kettle quaternion (w, x, y, z: MuJoCo order)
     [39:59] object qvel (MuJoCo qvel[9:29]): the same joints, kettle linear then angular velocity
@@ -54,10 +55,10 @@ subtasks are done (``terminate_on_success``, D4RL's ``TERMINATE_ON_TASK_COMPLETE
 reward is left, so it is a true terminal state. ``truncated`` is set at ``max_episode_steps``
 (D4RL: 280 steps = 22.4 s).
 
-Pixels: ``pixels=True`` builds the offscreen renderer (``image_size`` square, default free camera
-of FrankaKitchen-v1) with shadows, reflections and multisampling switched off in the model (~20 ms a
-frame on two CPU cores instead of ~480-740 ms); ``env.render()`` returns a uint8 HxWx3 frame. The observation
-stays the state vector.
+Pixels: ``pixels=True`` builds the offscreen renderer (``image_size`` square, the default free
+camera of FrankaKitchen-v1) with shadows, reflections and multisampling switched off in the model
+(~20 ms a frame on two CPU cores instead of ~480-740 ms); ``env.render()`` returns a uint8 HxWx3
+frame (``MUJOCO_GL`` defaults to ``egl``). The observation stays the state vector.
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ class KitchenEnv(gym.Env):
         image_size: int = 84,
     ) -> None:
         if task not in KITCHEN_TASKS:
-            raise ValueError(f"unknown kitchen task {task!r}: expected one of {list(KITCHEN_TASKS)}")
+            raise ValueError(
+                f"unknown kitchen task {task!r}: expected one of {list(KITCHEN_TASKS)}"
+            )
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if image_size < 8:

@@ -26,11 +26,16 @@ so ``obs_dim`` is 19 (lift) or 23 (can, square). The object block is, in robosui
     square: SquareNut_to_robot0_eef_pos 3, SquareNut_to_robot0_eef_quat 4, SquareNut_pos 3,
             SquareNut_quat 4
 
-The ``*_to_robot0_eef_*`` entries are robosuite's relative sensors; on a step they use the
-object pose cached at the previous control step (robosuite's sensor order), on reset they are
-exact (reset evaluates the sensors twice: robosuite's first pass leaves them at zero).
-(robomimic's 1.2-era datasets put ``*_pos, *_quat`` first; the sub-keys and their slices are in
-``TaskSpec.extra["object_keys"]`` and ``extra["obs_slices"]``, and the env checks them at build).
+(robomimic's 1.2-era datasets put ``*_pos, *_quat`` first). The sub-keys and their slices of the
+flat vector are in ``TaskSpec.extra["object_keys"]`` and ``extra["obs_slices"]``; the env checks
+robosuite's order against them when it is built.
+
+Observations are the state at the end of the control step. robosuite's ``step`` itself returns
+observables sampled on the first physics substep (2 ms into the 50 ms step: one step stale, up to
+~5 mm of eef motion) and computes the ``*_to_robot0_eef_*`` sensors from the previous pass's
+cache (zeros right after a reset); here the observables are re-evaluated twice after every
+reset and step (~0.5 ms), which is what robomimic's dataset extraction gets with
+``force_update=True``.
 
 Reward and episodes. Sparse: ``reward = 1.0`` on the steps where ``env._check_success()`` holds,
 else 0; ``info["success"]`` is that flag. Episodes do not end on success unless
@@ -48,8 +53,9 @@ placement (position and yaw) and the initial arm pose are a function of ``s`` al
 (Lift's cube size, uniform in [0.020, 0.022] m half-extent) is fixed by the construction seed.
 
 Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
-uint8 HxWx3, flipped right side up) on every reset and step, returned in ``info["agentview"]``
-and by ``env.render()``; the observation stays the low-dim vector.
+uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after every reset and step,
+returned in ``info["agentview"]`` and by ``env.render()``; the observation stays the low-dim
+vector.
 """
 
 from __future__ import annotations
@@ -169,25 +175,20 @@ class RobomimicEnv(gym.Env):
         self.max_episode_steps = int(max_episode_steps)
         self.pixels = pixels
         self.terminate_on_success = terminate_on_success
-        camera = (
-            {"camera_names": "agentview", "camera_heights": image_size, "camera_widths": image_size}
-            if pixels
-            else {}
-        )
         self._sim_env = robosuite.make(
             spec.extra["robosuite_env"],
             robots="Panda",
             controller_configs=osc_pose_controller_config(),
             has_renderer=False,
             has_offscreen_renderer=pixels,
-            use_camera_obs=pixels,
+            use_camera_obs=False,  # frames are rendered in _observe, after the step
             reward_shaping=False,
             control_freq=CONTROL_FREQ,
             ignore_done=True,
             hard_reset=False,
             seed=int(seed),
-            **camera,
         )
+        self.image_size = int(image_size)
         self._object_keys = tuple(spec.extra["object_keys"])
         self._check_layout()
         self._t = 0
@@ -219,10 +220,22 @@ class RobomimicEnv(gym.Env):
         parts = [raw["object-state"]] + [raw[k] for k, _ in ROBOT_KEYS]
         return np.concatenate(parts).astype(np.float32)
 
-    def _pixels(self, raw: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    def _observe(self, info: dict[str, Any]) -> np.ndarray:
+        """The flat observation of the current sim state (and the agentview frame if pixels).
+
+        robosuite's own step returns observables sampled on the first physics substep of the
+        control step (one control step stale) and its relative sensors read the previous cache;
+        two forced passes give the state at the end of the step, as robomimic's dataset
+        extraction (``force_update=True``) does.
+        """
+        self._sim_env._get_observations(force_update=True)
+        raw = self._sim_env._get_observations(force_update=True)
         if self.pixels:
-            self._frame = np.ascontiguousarray(raw["agentview_image"][::-1])  # upside down
+            size = self.image_size
+            frame = self._sim_env.sim.render(width=size, height=size, camera_name="agentview")
+            self._frame = np.ascontiguousarray(frame[::-1])  # MuJoCo's rows run bottom-up
             info["agentview"] = self._frame
+        return self._flat(raw)
 
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
@@ -234,13 +247,9 @@ class RobomimicEnv(gym.Env):
             fresh = np.random.default_rng(int(seed))
             self._sim_env.rng.bit_generator.state = fresh.bit_generator.state
         self._sim_env.reset()
-        # robosuite computes the object-to-eef sensors from the observation cache, which reset
-        # empties, so they read 0 on the first pass; a second pass fills them in.
-        raw = self._sim_env._get_observations(force_update=True)
         self._t = 0
         info: dict[str, Any] = {"success": bool(self._sim_env._check_success())}
-        self._pixels(raw, info)
-        return self._flat(raw), info
+        return self._observe(info), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         action = np.asarray(action, dtype=np.float64)
@@ -249,14 +258,13 @@ class RobomimicEnv(gym.Env):
                 f"{self.task}: action must have shape ({ACTION_DIM},) (OSC_POSE delta pose + "
                 f"gripper), got {action.shape}"
             )
-        raw, _, _, _ = self._sim_env.step(np.clip(action, -1.0, 1.0))
+        self._sim_env.step(np.clip(action, -1.0, 1.0))
         self._t += 1
         success = bool(self._sim_env._check_success())
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.max_episode_steps and not terminated
         info: dict[str, Any] = {"success": success}
-        self._pixels(raw, info)
-        return self._flat(raw), float(success), terminated, truncated, info
+        return self._observe(info), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray:
         if not self.pixels:

@@ -202,7 +202,9 @@ class OTPRAgent:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"pretrain/dsm": loss.item(), **{f"pretrain/{k}": v for k, v in info.items()}}
+        out = {"pretrain/dsm": loss.item()}
+        out.update({f"pretrain/{k.split('/')[-1]}": v for k, v in info.items() if "/" in k})
+        return out
 
     def update_critic(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One IQL step on a replay batch of raw chunk transitions."""
@@ -230,9 +232,10 @@ class OTPRAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
-        out = {"actor/dsm": loss.item(), "actor/weight_mean": float(weights.mean())}
-        out["actor/weight_nonzero_frac"] = float((weights > 0).float().mean())
-        out.update({f"actor/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+        out = {k: v for k, v in info.items() if isinstance(v, (int, float))}
+        out["actor/dsm"] = loss.item()
+        out["actor/guidance_weight_mean"] = float(weights.mean())
+        out["actor/guidance_nonzero_frac"] = float((weights > 0).float().mean())
         return out
 
     # ------------------------------------------------------------------ state

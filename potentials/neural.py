@@ -8,14 +8,16 @@ rebuild-from-scratch baseline.
 Cost and units
 --------------
 The critic cost reaches the potentials as ``cost_fn(states [k, ds], actions [k, da]) -> [k]``
-(e.g. ``-critic.target_q``). With ``cost_normalization="running"`` the critic part is
-standardised, ``c_Q = (c - m) / s``, where m and s are exponential moving averages of the batch
-mean and standard deviation kept as buffers (so they are in the ``state_dict`` and the H used at
-sampling time is the one the potentials were trained against). This changes no plan:
+(e.g. ``-critic.target_q``). With ``cost_normalization="running"`` the critic part is divided by
+s, an exponential moving average of its batch standard deviation kept as a buffer (so it is in
+the ``state_dict``, and the H used at sampling time is the one the potentials were trained
+against). This changes no plan: with lam,
 
-- a shift c -> c - m is absorbed by the potentials (u -> u - m gives the same u + v - c);
-- a scale c -> c / s with lam gives H = (u + v - c/s)_+ / (2 lam) = (s u + s v - c)_+ / (2 lam s),
-  the plan of the raw cost with regularisation lam * s.
+    H = (u + v - c/s)_+ / (2 lam) = (s u + s v - c)_+ / (2 lam s),
+
+which is the plan of the raw cost with regularisation lam * s and potentials s u, s v. (The mean
+is not subtracted: a shift is absorbed by the potentials anyway, and a noisy running mean would
+move every H at once by shift / (2 lam).)
 
 So ``lam`` is in units of the normalised cost (a cost standard deviation): lam = 0.1 means "one
 tenth of the typical spread of -Q in a batch", whatever the reward scale. With
@@ -147,11 +149,10 @@ class NeuralPotentials(Potentials, nn.Module):
         self.cost_normalization = cost_normalization
         self.norm_momentum = float(norm_momentum)
         self.device = torch.device(device)
-        self._generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
         self.u_net = _mlp(state_dim, self.hidden)
         self.v_net = _mlp(action_dim, self.hidden)
-        self.register_buffer("cost_mean", torch.zeros(()))
         self.register_buffer("cost_std", torch.ones(()))
         self.register_buffer("norm_count", torch.zeros((), dtype=torch.long))
         # Expert data, not model state: set again from the demos after loading a checkpoint.
@@ -203,22 +204,18 @@ class NeuralPotentials(Potentials, nn.Module):
     def _normalize(self, raw: Tensor) -> Tensor:
         if self.cost_normalization == "none":
             return raw
-        return (raw - self.cost_mean) / self.cost_std
+        return raw / self.cost_std
 
     @torch.no_grad()
     def _update_cost_stats(self, raw: Tensor) -> None:
+        """EMA of the batch std of the critic cost, weight max(1/count, norm_momentum) on the
+        newest batch (an exact running average for the first 1/norm_momentum batches)."""
         if self.cost_normalization == "none":
             return
-        mean = raw.mean()
-        std = raw.std().clamp_min(1e-6) if raw.numel() > 1 else torch.ones_like(mean)
-        if int(self.norm_count) == 0:
-            self.cost_mean.copy_(mean)
-            self.cost_std.copy_(std)
-        else:
-            b = self.norm_momentum
-            self.cost_mean.mul_(1 - b).add_(b * mean)
-            self.cost_std.mul_(1 - b).add_(b * std)
+        std = raw.std().clamp_min(1e-6) if raw.numel() > 1 else torch.ones((), device=raw.device)
         self.norm_count += 1
+        b = max(1.0 / float(self.norm_count), self.norm_momentum)
+        self.cost_std.mul_(1.0 - b).add_(b * std)
 
     def _raw_pairwise(self, states: Tensor, actions: Tensor, cost_fn: CostFn) -> Tensor:
         n, m = states.shape[0], actions.shape[0]
@@ -309,7 +306,7 @@ class NeuralPotentials(Potentials, nn.Module):
                 )
             num_kp = self.key_states.shape[0]
             k = min(self.num_keypoints, num_kp)
-            ids = torch.randperm(num_kp, generator=self._generator)[:k].to(self.device)
+            ids = torch.randperm(num_kp, generator=self.generator)[:k].to(self.device)
             states = torch.cat([states, self.key_states[ids]])
             actions = torch.cat([actions, self.key_actions[ids]])
             ordinary = torch.full((n,), -1, dtype=torch.long, device=self.device)
@@ -324,7 +321,6 @@ class NeuralPotentials(Potentials, nn.Module):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        info["ot/cost_mean"] = float(self.cost_mean)
         info["ot/cost_std"] = float(self.cost_std)
         return info
 

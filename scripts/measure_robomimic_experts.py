@@ -4,7 +4,8 @@
 
 Episode ``i`` resets with seed ``seed + i``; an episode counts as a success if ``info["success"]``
 holds on any step (robomimic's convention), and ends at its first success unless
-``--full-episodes`` is given. Prints success rate, mean episode length and env steps per second.
+``--full-episodes`` is given (then the success rate on the last step is printed too). Prints
+success rate, mean episode length and env steps per second.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def measure(
     env = make_robomimic_env(task, seed=seed, max_episode_steps=max_episode_steps)
     expert = make_robomimic_expert(task, jitter=jitter)
     rng = np.random.default_rng(seed)
-    successes, lengths, steps, elapsed = [], [], 0, 0.0
+    successes, final, lengths, steps, elapsed = [], [], [], 0, 0.0
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         expert.reset(env, rng)
@@ -46,12 +47,14 @@ def measure(
         elapsed += time.perf_counter() - start
         steps += t
         successes.append(success)
+        final.append(info["success"])
         lengths.append(t)
         if verbose:
             print(f"  episode {i:3d} seed {seed + i}: success={success} length={t}", flush=True)
     env.close()
     return {
         "success_rate": float(np.mean(successes)),
+        "final_success_rate": float(np.mean(final)),
         "mean_length": float(np.mean(lengths)),
         "steps_per_s": steps / max(elapsed, 1e-9),
         "failed_seeds": [seed + i for i, s in enumerate(successes) if not s],
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         f"(seeds {args.seed}..{args.seed + args.episodes - 1}, jitter {args.jitter}), "
         f"mean length {r['mean_length']:.1f} steps, {r['steps_per_s']:.0f} steps/s"
     )
+    if args.full_episodes:
+        print(f"success on the last step: {r['final_success_rate']:.3f}")
     if r["failed_seeds"]:
         print(f"failed seeds: {r['failed_seeds']}")
 

@@ -4,9 +4,9 @@ Each goal subtask is a short script of end-effector (EE) pose targets, written i
 the object it acts on, for example the microwave door's handle at the door angle ``theta``::
 
     approach   EE 10 cm in front of the handle, fingers open
-    reach      EE on the handle (2 cm past its axis), fingers open
+    reach      EE site just in front of the handle axis (the pads around it), fingers open
     grasp      fingers close (hold pose)
-    articulate follow the handle frame at theta_cmd = theta_now + lead, until theta passes the goal
+    articulate follow the handle at theta_cmd = theta_now + lead until theta passes the goal
     release    fingers open
     retreat    EE 10 cm back along the approach axis
 
@@ -18,7 +18,7 @@ waypoints (lift, over the top-left burner, down). Subtasks run in the task set's
 Control (privileged: reads the true ``MjData`` of the env it is reset with; ``obs`` is unused).
 The EE pose error ``e = [p* - p; log(R* R^T)]`` (site ``end_effector``, world frame), clipped
 per step, maps to joint increments by damped least squares on the site Jacobian
-(``mujoco.mj_jacSite``, arm columns)::
+(``mujoco.mj_jacSite``, arm columns; joints a step would push past their limits are locked)::
 
     dq = J^T (J J^T + lambda^2 I)^-1 W e  +  (I - J^+ J) k_null (q_home - q)  +  tau_bias / k_p
 
@@ -107,23 +107,26 @@ class _Articulation:
     rot: np.ndarray = field(default_factory=lambda: _R_FRONT)  # EE orientation in the body frame
     grasp: bool = True  # False: push with closed fingers
     rotate: bool = False  # the EE orientation follows the body (knob twist) or stays fixed
+    pitch: float = 0.0  # tilt of the approach about the finger axis (rad, < 0: downwards)
     lead: float = 0.15  # how far the commanded joint value runs ahead of the actual one
     standoff: float = 0.10  # approach distance in front of the handle (m)
 
 
 # The EE site sits 5 cm behind the fingertips; the finger pads span 1 cm behind to 5 cm in front
-# of it, so a handle axis 2.5 cm in front of the site is grasped mid-pad. Handles, in their body
-# frames: the microwave's vertical capsule at (0.475, -0.108, 0) in the door (approach +y); the
-# slide cabinet's at (-0.183, -0.123, 0) in its link (approach +y); the knob bar from z = 0.02 to
-# 0.056 in the knob body (approach -z); the light switch lever tip at (0.0315, -0.075, 0),
-# pushed towards -x by the side of the closed fingers.
+# of it. Handles, in their body frames: the microwave's vertical capsule (radius 2 cm) at
+# (0.475, -0.108, 0) in the door, grasped 1.2 cm in front of the site (deep: the door is pulled
+# mostly along the approach axis, i.e. by friction; at 2.5 cm a 1 cm waypoint offset made it slip);
+# the slide cabinet's at (-0.183, -0.123, 0) in its link, 2.5 cm in front (pulled along the finger
+# axis); the knob bar from z = 0.02 to 0.056 in the knob body (approach -z, tilted 0.7 rad down
+# so that wrist joint 6 stays off its limit while twisting); the light switch lever tip at
+# (0.0315, -0.075, 0), pushed towards -x by the side of the closed fingers.
 ARTICULATIONS: dict[str, _Articulation] = {
     "microwave": _Articulation(
         joint="microwave",
         body="microdoorroot",
         goal=-0.85,
         done_at=-0.7,
-        point=(0.475, -0.108 - 0.025, 0.0),
+        point=(0.475, -0.108 - 0.012, 0.0),
     ),
     "slide cabinet": _Articulation(
         joint="slide_cabinet",
@@ -137,10 +140,11 @@ ARTICULATIONS: dict[str, _Articulation] = {
         joint="knob_Joint_2",
         body="knob 2",
         goal=-1.0,
-        done_at=-0.85,
+        done_at=-0.72,
         point=(0.0, 0.0, 0.075),
         rot=_R_KNOB,
         rotate=True,
+        pitch=-0.7,
         lead=0.3,
     ),
     "light switch": _Articulation(
@@ -154,8 +158,11 @@ ARTICULATIONS: dict[str, _Articulation] = {
     ),
 }
 
-# Kettle: FrankaKitchen-v1's goal puts the kettle at (-0.23, 0.75, 1.62) (top-left burner).
-KETTLE_HANDLE = (0.0, 0.0, 0.259 + 0.025)  # the handle axis is 0.259 above the origin
+# Kettle: FrankaKitchen-v1's goal puts the kettle at (-0.23, 0.75, 1.62) (top-left burner); it
+# counts once within 0.3 (7-D pose distance), and carrying it further than y = 0.56 makes the
+# wrist (link 6) hit the burner knobs under the hood, so it is set down at y = 0.56 (distance
+# ~0.19). Grasped from above, the handle axis (0.259 above the origin) 1 cm below the EE site.
+KETTLE_HANDLE = (0.0, 0.0, 0.259 + 0.01)
 KETTLE_LIFT = 0.05
 KETTLE_GOAL_XY = (-0.23, 0.56)
 
@@ -248,7 +255,9 @@ class KitchenExpert:
         def done() -> bool:
             p, r = self._ee()
             pt, rt = target()
-            return bool(np.linalg.norm(pt - p) < tol and np.linalg.norm(_rotvec(rt @ r.T)) < rot_tol)
+            return bool(
+                np.linalg.norm(pt - p) < tol and np.linalg.norm(_rotvec(rt @ r.T)) < rot_tol
+            )
 
         return done
 
@@ -260,10 +269,12 @@ class KitchenExpert:
         adr, _ = self._joint(art.joint)
         sign = np.sign(art.goal - self._data.qpos[adr])
         point = np.asarray(art.point)
+        c, s = np.cos(art.pitch), np.sin(art.pitch)
+        grasp_rot = art.rot @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
         state: dict[str, Pose] = {}
 
         def site_target(back: float = 0.0) -> Pose:
-            pos, rot = _compose(self._body_pose(art.body), (point, art.rot))
+            pos, rot = _compose(self._body_pose(art.body), (point, grasp_rot))
             return pos - back * rot[:, 2] + offset, rot
 
         def grab() -> None:

@@ -18,14 +18,15 @@ rotation). ``psi*`` moves at most 0.4 rad per step towards the phase's yaw, so a
 the way the phase asks and not the shortest way round.
 
 Yaw. Yaws are *turns*: unwrapped angles of the finger-closing axis (the eef site's x axis)
-relative to its yaw at reset. The Panda's wrist allows turns of about -2.5 .. +3.6 rad from the
-reset pose (measured); the experts keep to ``TURN_RANGE``. The cube (90-degree symmetric) is
+relative to its yaw at reset. From the reset pose the Panda reached turns of -2.58 rad (wrist
+joint at its limit) and +3.4 rad (wrist joint 0.56 rad from its limit); the experts keep to
+``TURN_RANGE``. The cube (90-degree symmetric) is
 grasped across a face, at the turn of smallest magnitude. The square nut is grasped across its
 handle (the handle points along the nut's local x, the fingers close along its local y); then
 the nut is turned so that the handle points at the robot (-x, where the peg is easiest to reach:
 with the handle pointing away the arm runs out of reach) and its sides are square to the peg.
 Of the two grasps (180 degrees apart) the one with the least total turning that stays in
-``TURN_RANGE`` is used.
+``TURN_RANGE`` is used (the handle ends sideways only if neither grasp can end at -x).
 
 ``jitter`` is the standard deviation (metres) of Gaussian offsets added to every waypoint, one
 3-vector per phase drawn from the rng at ``reset``; ``jitter=0`` is the deterministic expert.
@@ -41,7 +42,7 @@ import numpy as np
 POS_SCALE = 0.05  # OSC_POSE output_max, metres per unit action
 ROT_SCALE = 0.5  # radians per unit action
 MAX_TURN_STEP = 0.4  # radians the commanded yaw leads the gripper's
-TURN_RANGE = (-2.0, 3.3)  # allowed turns from the reset yaw (wrist joint range, with margin)
+TURN_RANGE = (-2.2, 3.45)  # allowed turns from the reset yaw (wrist joint range, with margin)
 YAW_TOL = 0.05
 OPEN, CLOSE = -1.0, 1.0
 
@@ -276,7 +277,6 @@ class SquareExpert(_WaypointExpert):
     num_phases = 10
     handle_offset = 0.06  # grasp point along the nut's local x (the free handle spans 0.044..0.079)
     carry_height = 1.0
-    place_nut_yaw = np.pi  # handle pointing at the robot
 
     def _on_reset(self) -> None:
         env = self._env
@@ -285,21 +285,27 @@ class SquareExpert(_WaypointExpert):
         self._grasp, self._place = self._plan_turns(self._body_yaw(self._nut))
 
     def _plan_turns(self, nut_yaw: float) -> tuple[float, float]:
-        """(grasp turn, place turn): fingers across the handle, then the nut at place_nut_yaw."""
+        """(grasp turn, place turn): fingers across the handle, then the nut squared to the peg.
+
+        The handle should end pointing at the robot (nut yaw pi); where no grasp reaches that
+        within ``TURN_RANGE``, pointing sideways (+-pi/2) is the fallback. Among the feasible
+        plans the one with the least turning wins.
+        """
         lo, hi = TURN_RANGE
         best: tuple[float, float, float] | None = None
         base = _nearest_equivalent(nut_yaw + np.pi / 2 - self._home_yaw, 0.0, 2 * np.pi)
-        for grasp in (base + k * np.pi for k in (-2, -1, 0, 1, 2)):
-            if not lo <= grasp <= hi:
-                continue
-            # turning by d moves the nut's yaw to nut_yaw + d
-            place = _nearest_equivalent(grasp + self.place_nut_yaw - nut_yaw, grasp, 2 * np.pi)
-            for cand in (place - 2 * np.pi, place, place + 2 * np.pi):
-                if lo <= cand <= hi:
-                    cost = abs(grasp) + abs(cand - grasp)
-                    if best is None or cost < best[0]:
-                        best = (cost, grasp, cand)
-        if best is None:  # cannot happen for a range wider than 2 pi - pi; kept as a guard
+        for final_yaw, penalty in ((np.pi, 0.0), (np.pi / 2, 10.0), (-np.pi / 2, 10.0)):
+            for grasp in (base + k * np.pi for k in (-2, -1, 0, 1, 2)):
+                if not lo <= grasp <= hi:
+                    continue
+                # turning the gripper by d turns the nut to nut_yaw + d
+                place = _nearest_equivalent(grasp + final_yaw - nut_yaw, grasp, 2 * np.pi)
+                for cand in (place - 2 * np.pi, place, place + 2 * np.pi):
+                    if lo <= cand <= hi:
+                        cost = penalty + abs(grasp) + abs(cand - grasp)
+                        if best is None or cost < best[0]:
+                            best = (cost, grasp, cand)
+        if best is None:  # a grasp turn in [-pi/2, pi/2] always exists, with a sideways place
             raise RuntimeError(f"no feasible grasp for nut yaw {nut_yaw:.3f} in {TURN_RANGE}")
         return best[1], best[2]
 

@@ -5,8 +5,8 @@ from scipy.stats import chisquare
 
 from otpr.sampler import (
     CompatibilitySampler,
-    expectile_advantage_weights,
     exp_q_weights,
+    expectile_advantage_weights,
     select,
     uniform_weights,
 )
@@ -88,6 +88,8 @@ def test_q_and_advantage_weights() -> None:
     v_fn = lambda s: torch.full((s.shape[0],), 1.5)  # noqa: E731
     obs, acts = torch.zeros(2, 3), torch.tensor([[[1.0], [2.0]], [[0.0], [3.0]]])
     w = exp_q_weights(q_fn, temperature=1.0)(obs, acts)
-    torch.testing.assert_close(w, torch.tensor([[np.exp(-1.0), 1.0], [np.exp(-3.0), 1.0]], dtype=torch.float32))
+    torch.testing.assert_close(
+        w, torch.tensor([[np.exp(-1.0), 1.0], [np.exp(-3.0), 1.0]], dtype=torch.float32)
+    )
     w = expectile_advantage_weights(q_fn, v_fn, expectile=0.8)(obs, acts)
     torch.testing.assert_close(w, torch.tensor([[0.2, 0.8], [0.2, 0.8]]))

@@ -1,8 +1,13 @@
-"""Make the repository root importable when pytest is run as ``.venv/bin/pytest`` from anywhere."""
+"""Shared set-up for the policy tests: one torch thread per test."""
 
-import sys
-from pathlib import Path
+import pytest
+import torch
 
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The CI machine has 2 shared cores: these small ops run faster on one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

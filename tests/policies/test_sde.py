@@ -14,23 +14,22 @@ def test_forward_sde_marginals_match_closed_form(schedule):
     sde = VPSDE(schedule)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.tensor([1.5, -0.8, 0.0], dtype=torch.float64)
-    n_paths, n_steps = 20000, 4000
-    checkpoints = {0.1: None, 0.3: None, 0.6: None, 0.9: None}
-    dt = 1.0 / n_steps
+    n_paths, dt = 10000, 1e-3
+    checkpoints = {100: 0.1, 300: 0.3, 600: 0.6, 900: 0.9}
     x = x0.expand(n_paths, 3).clone()
-    for i in range(n_steps):
+    found = {}
+    for i in range(max(checkpoints)):
         t = torch.tensor(i * dt, dtype=torch.float64)
-        x = x + sde.drift(x, t) * dt
-        x = x + sde.diffusion(t) * math.sqrt(dt) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-        t_next = round((i + 1) * dt, 10)
-        if t_next in checkpoints:
-            checkpoints[t_next] = x.clone()
-    for t, xt in checkpoints.items():
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        x = x + sde.drift(x, t) * dt + sde.diffusion(t) * math.sqrt(dt) * noise
+        if i + 1 in checkpoints:
+            found[checkpoints[i + 1]] = x.clone()
+    for t, xt in found.items():
         tt = torch.tensor(t, dtype=torch.float64)
         mean_ref = sde.alpha(tt) * x0
         std_ref = sde.sigma(tt)
-        # standard error of the mean is sigma / sqrt(20000) < 0.0071; allow ~4 s.e.
-        assert torch.allclose(xt.mean(0), mean_ref, atol=0.03), (schedule, t)
+        # standard error of the mean is sigma / sqrt(10000) <= 0.01; allow 3-4 s.e.
+        assert torch.allclose(xt.mean(0), mean_ref, atol=0.035), (schedule, t)
         assert torch.allclose(xt.std(0), std_ref.expand(3), atol=0.02), (schedule, t)
 
 
