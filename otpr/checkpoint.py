@@ -86,7 +86,7 @@ def save_checkpoint(
     loop_state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write one complete checkpoint atomically and point ``last`` at it; keep the newest ``keep``."""
+    """Write a checkpoint atomically and point ``last`` at it; keep the newest ``keep``."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / name

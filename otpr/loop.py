@@ -246,7 +246,7 @@ class Trainer:
             "iteration": self.state["iteration"],
             "env_steps": self.state["env_steps"],
         }
-        rng = ckpt_io.rng_state({"agent": self.agent.generator})
+        rng = ckpt_io.rng_state(self._generators())
         rng["loop_numpy"] = self.rng.bit_generator.state
         return ckpt_io.save_checkpoint(
             self.run_dir,
@@ -280,7 +280,7 @@ class Trainer:
         ts = ckpt_io.load_training_state(ckpt)
         for name, opt in self.agent.optimizers().items():
             opt.load_state_dict(ts["optimizers"][name])
-        ckpt_io.set_rng_state(ts["rng"], {"agent": self.agent.generator})
+        ckpt_io.set_rng_state(ts["rng"], self._generators())
         self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
         if ts["replay"] is not None:
             self.buffer.load_state_dict(ts["replay"])
@@ -288,6 +288,9 @@ class Trainer:
         self._wall_at_start = float(self.state.get("wall_time_s", 0.0))
         self._t0 = time.time()
         self.logger.truncate_after(self.state["env_steps"])
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"agent": self.agent.generator, "potentials": self.agent.potentials.generator}
 
     def wall_time(self) -> float:
         return self._wall_at_start + time.time() - self._t0

@@ -76,7 +76,8 @@ def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
             if (run / "summary.json").exists()
             else {}
         )
-        label = f"{summary.get('guidance', '?')}/{'M' if summary.get('masked') else 'U'} s{summary.get('seed', '?')}"
+        ot = "M" if summary.get("masked") else "U"
+        label = f"{summary.get('guidance', '?')}/{ot} s{summary.get('seed', '?')}"
         evals.sort(key=lambda r: r["env_steps"])
         ax.plot(
             [r["env_steps"] for r in evals],

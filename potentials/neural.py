@@ -76,12 +76,15 @@ class NeuralPotentials(Potentials, nn.Module):
         lam: L2 regularisation, in units of the (normalised) cost; see the module docstring.
         lr: Adam learning rate of both potentials.
         masked: use keypoint-masked OT with the guiding cost (needs :meth:`set_keypoints`).
-        alpha: weight of the keypoint guiding cost in the total cost, in [0, 1].
+        alpha: weight of the keypoint guiding cost in the total cost, in [0, 1]. The default 0.5
+            mixes the normalised critic cost (spread ~1) with g in [0, ln 2]; the published code
+            uses alpha = 1 (g only, critic ignored), alpha = 0 is the unguided critic cost.
         rho: relation-vector softmax temperature.
         distance: relation-vector distance, "l2" (squared Euclidean) or "cosine".
         num_keypoints: keypoint pairs appended to each side per masked update.
         num_anchors: keypoints the relation vectors are taken against.
-        cost_normalization: "running" (EMA standardisation of the critic cost) or "none".
+        cost_normalization: "running" (divide the critic cost by an EMA of its batch std) or
+            "none".
         norm_momentum: EMA weight of the newest batch in the running cost statistics.
         seed: seed of the keypoint sampler.
         device: torch device.

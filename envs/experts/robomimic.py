@@ -39,6 +39,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.base import ScriptedExpert
+
 POS_SCALE = 0.05  # OSC_POSE output_max, metres per unit action
 ROT_SCALE = 0.5  # radians per unit action
 MAX_TURN_STEP = 0.4  # radians the commanded yaw leads the gripper's
@@ -351,7 +353,7 @@ _EXPERTS: dict[str, type[_WaypointExpert]] = {
 }
 
 
-def make_robomimic_expert(task: str, jitter: float = 0.0) -> _WaypointExpert:
+def make_robomimic_expert(task: str, jitter: float = 0.0) -> ScriptedExpert:
     """The waypoint expert for ``task`` (``lift``, ``can``, ``square``); see the module doc."""
     if task not in _EXPERTS:
         raise ValueError(f"no robomimic expert for {task!r}: expected one of {list(_EXPERTS)}")

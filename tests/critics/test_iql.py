@@ -109,11 +109,11 @@ def test_termination_stops_bootstrap_but_truncation_does_not():
 
     loss, info = critic.compute_q_loss(**(batch | {"terminated": terminated}))
     target = batch["reward"] + 0.9 * (1 - terminated) * v_next
-    assert float(loss) == pytest.approx(expected(target), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(expected(target), rel=1e-6)
     assert info["critic/target_mean"] == pytest.approx(float(target.mean()), rel=1e-6)
     loss, _ = critic.compute_q_loss(**(batch | {"terminated": terminated, "discount": discount}))
     target = batch["reward"] + discount * (1 - terminated) * v_next
-    assert float(loss) == pytest.approx(expected(target), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(expected(target), rel=1e-6)
     assert abs(float(v_next[0])) > 1e-3  # so terminating sample 0 does change its target
 
     # A "truncated" flag in the batch does not stop bootstrapping: updates are identical.
