@@ -7,6 +7,13 @@ Each dimension is mapped affinely so that [min, max] -> [-1, 1]:
 A constant dimension (max == min) maps to 0 and un-normalises back to its constant value. The
 statistics are registered buffers, so they travel in ``state_dict`` with the network weights and
 an evaluation can never use other statistics than training did.
+
+Observations met online can leave the demonstrations' range by far: a dimension that barely
+moves in a few demos (an object quaternion that varies by 1e-5 while the object rests) would be
+blown up by 1e5 once the object moves. As in diffusion_policy's normaliser (``range_eps``),
+observation dimensions whose range is below ``obs_range_eps`` are only centred, not scaled, and
+normalised observations are clipped to ``[-obs_clip, obs_clip]`` as a last guard. Actions keep
+the plain min-max map (the policy's output range is [-1, 1] in normalised units).
 """
 
 from __future__ import annotations
@@ -24,8 +31,20 @@ class MinMaxNormalizer(nn.Module):
     Fit with ``fit(obs, actions)`` before use; any transform before that raises.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        obs_range_eps: float = 1e-2,
+        obs_clip: float = 10.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         super().__init__()
+        if obs_range_eps < 0 or obs_clip <= 0:
+            raise ValueError(
+                f"MinMaxNormalizer: need obs_range_eps >= 0 and obs_clip > 0, got "
+                f"{obs_range_eps}, {obs_clip}"
+            )
         if obs_dim < 1 or action_dim < 1:
             raise ValueError(
                 "MinMaxNormalizer: obs_dim and action_dim must be >= 1, got "
@@ -37,6 +56,8 @@ class MinMaxNormalizer(nn.Module):
         self.register_buffer("action_min", torch.zeros(action_dim, device=device))
         self.register_buffer("action_max", torch.zeros(action_dim, device=device))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool, device=device))
+        self.register_buffer("obs_range_eps", torch.tensor(float(obs_range_eps), device=device))
+        self.register_buffer("obs_clip", torch.tensor(float(obs_clip), device=device))
 
     @property
     def is_fitted(self) -> bool:
@@ -62,8 +83,19 @@ class MinMaxNormalizer(nn.Module):
         return self
 
     def normalize_obs(self, obs: Tensor) -> Tensor:
-        """Raw observations [..., obs_dim] -> [-1, 1] per dim (constant dims -> 0)."""
-        return self._normalize(obs, self.obs_min, self.obs_max, "obs")
+        """Raw observations [..., obs_dim] -> [-1, 1] per dim on the data's range.
+
+        Dims with a range below ``obs_range_eps`` are centred only; the result is clipped to
+        ``[-obs_clip, obs_clip]``.
+        """
+        self._check(obs, self.obs_dim, "obs")
+        center = 0.5 * (self.obs_max + self.obs_min)
+        half_range = 0.5 * (self.obs_max - self.obs_min)
+        narrow = 2 * half_range < self.obs_range_eps
+        scale = torch.where(narrow, torch.ones_like(half_range), 1.0 / half_range.clamp_min(1e-30))
+        out = (obs - center.to(obs.dtype)) * scale.to(obs.dtype)
+        clip = float(self.obs_clip)
+        return out.clamp(-clip, clip)
 
     def normalize_action(self, actions: Tensor) -> Tensor:
         """Raw actions [..., action_dim] -> [-1, 1] per dim (constant dims -> 0)."""

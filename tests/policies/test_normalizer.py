@@ -65,3 +65,19 @@ def test_errors():
     norm.fit(np.zeros((3, 4)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="actions last dim must be 2"):
         norm.normalize_action(torch.zeros(3, 3))
+
+
+def test_near_constant_obs_dims_are_centred_not_blown_up() -> None:
+    # a dim that varies by 1e-5 in the demos must not map a later value of 1.0 to ~1e5
+    obs = torch.zeros(50, 3)
+    obs[:, 0] = torch.linspace(-1.0, 1.0, 50)
+    obs[:, 1] = 0.3 + 1e-5 * torch.rand(50)
+    norm = MinMaxNormalizer(3, 1)
+    norm.fit(obs, torch.randn(50, 1))
+    out = norm.normalize_obs(torch.tensor([[0.5, 1.3, 0.0], [100.0, 0.3, 5.0]]))
+    assert abs(float(out[0, 1]) - 1.0) < 1e-3  # centred only: 1.3 - 0.3
+    assert abs(float(out[0, 0]) - 0.5) < 1e-5  # wide dims keep the min-max map
+    assert float(out.abs().max()) <= float(norm.obs_clip)  # 100 is clipped
+    restored = MinMaxNormalizer(3, 1, obs_range_eps=0.5, obs_clip=2.0)
+    restored.load_state_dict(norm.state_dict())  # the settings travel with the state
+    assert float(restored.obs_clip) == float(norm.obs_clip)

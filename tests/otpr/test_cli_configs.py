@@ -1,0 +1,53 @@
+"""The Hydra tree composes into the typed schema, and bad overrides name the key."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from otpr import cli  # noqa: F401  registers the schemas
+from otpr.config import Config
+
+
+def _compose(*overrides: str, hydra_cfg: bool = False):
+    with initialize_config_module("configs", version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+@pytest.mark.parametrize(
+    "task", ["reach", "pick-place", "push", "mt10", "lift", "can", "square", "kitchen-complete"]
+)
+def test_every_task_config_validates(task: str) -> None:
+    cfg = OmegaConf.to_object(_compose(f"task={task}"))
+    assert isinstance(cfg, Config) and cfg.task.act_steps <= cfg.task.horizon
+
+
+def test_ablations_are_one_override() -> None:
+    cfg = OmegaConf.to_object(_compose("ot=unmasked", "algo.guidance=Q", "policy=unet"))
+    assert not cfg.ot.masked and cfg.algo.guidance == "Q" and cfg.policy.name == "unet"
+
+
+def test_launchers() -> None:
+    local = _compose(hydra_cfg=True)
+    assert "joblib" in local.hydra.launcher._target_.lower()
+    slurm = _compose("launcher=slurm", hydra_cfg=True)
+    assert "submitit" in slurm.hydra.launcher._target_.lower()
+
+
+def test_bad_override_names_the_key(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "otpr.cli", "ot.lam=-1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "ot.lam" in out.stderr + out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "otpr.cli", "algo.guidence=Q", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "guidence" in out.stderr + out.stdout
