@@ -81,6 +81,8 @@ class TaskConfig:
     """Discount per env step (a chunk of k steps discounts by gamma**k)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the task factory (e.g. reward: sparse)."""
+    reward_scale: float = 1.0
+    """Multiplies rewards stored for the critic (reported returns stay unscaled)."""
     eval_episodes: int = 50
     """Episodes per evaluation."""
     eval_num_envs: int = 10
@@ -103,6 +105,7 @@ class TaskConfig:
         _check(self.eval_episodes >= 1, "task.eval_episodes", "must be >= 1")
         _check(0.0 < self.gamma <= 1.0, "task.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(self.max_episode_steps >= 1, "task.max_episode_steps", "must be >= 1")
+        _check(self.reward_scale > 0, "task.reward_scale", "must be > 0")
         _one_of(self.vectorization, "task.vectorization", ("sync", "async"))
 
 

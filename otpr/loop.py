@@ -16,6 +16,7 @@ were in progress when the run stopped are restarted from a fresh reset.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -48,6 +49,10 @@ def default_demo_path(cfg: Config) -> Path:
     name = f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_T{cfg.task.max_episode_steps}_s{d.seed}"
     if d.action_noise is not None:
         name += f"_noise{d.action_noise:g}"
+    if cfg.task.env_kwargs:
+        # a different reward or termination makes different demos: key the cache on them
+        blob = json.dumps(dict(cfg.task.env_kwargs), sort_keys=True).encode()
+        name += "_" + hashlib.sha1(blob).hexdigest()[:8]
     return Path("data") / f"{name}.hdf5"
 
 
@@ -164,9 +169,9 @@ class Trainer:
             (t.horizon, self.spec.action_dim),
         )
         if cfg.algo.demos_in_replay:
-            self.buffer.add(
-                **demo_transitions(self.demos, t.obs_history, t.horizon, t.act_steps, t.gamma)
-            )
+            demo = demo_transitions(self.demos, t.obs_history, t.horizon, t.act_steps, t.gamma)
+            demo["reward"] = demo["reward"] * t.reward_scale
+            self.buffer.add(**demo)
         self.rng = np.random.default_rng(cfg.seed)
         self.state: dict[str, Any] = {
             "phase": "init",
@@ -397,7 +402,7 @@ class Trainer:
                     true_next[i] = infos["final_obs"][i]
                     successes.append(float(fin["success"][i]))
                     returns.append(self._ep_return[i] + reward[i])
-            disc_reward = (rewards * gammas[None]).sum(1)
+            disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
             self.buffer.add(
                 obs=self._obs,
                 actions=actions,

@@ -1,5 +1,6 @@
-"""Scripted experts that follow ``envs.base.ScriptedExpert`` and read privileged sim state."""
+"""Scripted experts that follow ``envs.base.ScriptedExpert`` and read privileged sim state.
 
-from envs.experts.robomimic import CanExpert, LiftExpert, SquareExpert, make_robomimic_expert
-
-__all__ = ["CanExpert", "LiftExpert", "SquareExpert", "make_robomimic_expert"]
+Import the suite's module (``envs.experts.robomimic``, ``envs.experts.kitchen``) or use
+``envs.make_expert(task)``; nothing is imported here, so a missing simulator package only
+matters for the suite that needs it.
+"""
