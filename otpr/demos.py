@@ -56,6 +56,16 @@ class Quality:
         return cls(**knobs)
 
 
+def _key_dims(spec: envs.TaskSpec) -> tuple[int, ...]:
+    """Widths of ``spec.obs_keys`` (a dict or a sequence in ``extra['obs_key_dims']``)."""
+    dims = spec.extra.get("obs_key_dims")
+    if dims is None:
+        return (spec.obs_dim,)
+    if isinstance(dims, dict):
+        return tuple(int(dims[k]) for k in spec.obs_keys)
+    return tuple(int(d) for d in dims)
+
+
 def rollout_expert(
     task: str,
     seed: int,
@@ -134,7 +144,7 @@ def generate_demos(
     pick = np.random.default_rng(seed)
     spec = envs.task_spec(task, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     episodes: list[Episode] = []
-    record: dict[str, Any] = {"seeds": [], "success": [], "quality": [], "length": []}
+    record: dict[str, Any] = {"seeds": [], "success": [], "episode_quality": [], "length": []}
     env = None
     start = time.time()
     attempt = 0
@@ -154,7 +164,7 @@ def generate_demos(
         episodes.append(ep)
         record["seeds"].append(seed + attempt - 1)
         record["success"].append(bool(ep.success))
-        record["quality"].append(name)
+        record["episode_quality"].append(name)
         record["length"].append(len(ep))
         bar.update(1)
     bar.close()
@@ -185,7 +195,7 @@ def generate_demos(
         env_args=env_args,
         source=str(out or ""),
         obs_keys=spec.obs_keys or ("state",),
-        obs_key_dims=tuple(spec.extra.get("obs_key_dims", (spec.obs_dim,))),
+        obs_key_dims=_key_dims(spec),
         metadata={"generation": generation},
     )
     if out is not None:
