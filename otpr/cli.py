@@ -62,9 +62,22 @@ class DemosConfig:
             raise ConfigError("mixture: must be in [0, 1]")
 
 
+@dataclass
+class ReportConfig:
+    """otpr-report: rebuild summary.json / curves.png, or compare runs."""
+
+    run_dir: str | None = None
+    """One run directory to rebuild the report of."""
+    runs: list[str] = field(default_factory=list)
+    """Several run directories to compare on one plot."""
+    out: str | None = None
+    """Comparison plot path (default compare.png)."""
+
+
 cs = ConfigStore.instance()
 cs.store(name="base_config", node=Config)
 cs.store(name="base_demos", node=DemosConfig)
+cs.store(name="base_report", node=ReportConfig)
 
 
 def _to_config(raw: DictConfig, cls: type = Config) -> Any:
@@ -164,24 +177,26 @@ def _demos(raw: DictConfig) -> None:
     )
 
 
-def report_main() -> None:
-    """otpr-report <run_dir> [<run_dir> ...] [--out compare.png]: rebuild reports / compare runs."""
-    import argparse
-
+@hydra.main(config_path=CONFIG_PATH, config_name="report", version_base="1.3")
+def _report(raw: DictConfig) -> None:
     from otpr.report import compare, write_report
 
-    parser = argparse.ArgumentParser(prog="otpr-report", description=report_main.__doc__)
-    parser.add_argument("runs", nargs="+", help="run directories")
-    parser.add_argument("--out", default=None, help="comparison plot path (several runs)")
-    args = parser.parse_args()
-    for run in args.runs:
+    cfg: ReportConfig = _to_config(raw, ReportConfig)
+    runs = ([cfg.run_dir] if cfg.run_dir else []) + list(cfg.runs)
+    if not runs:
+        raise SystemExit("otpr-report needs run_dir=<run> or runs=[<run>,<run>,...]")
+    for run in runs:
         path = Path(run) / "summary.json"
         if not path.exists():
             raise SystemExit(f"{path}: not found (is {run} a run directory?)")
-        write_report(run, json.loads(path.read_text()))
-        print(f"{run}: {path.read_text()}")
-    if len(args.runs) > 1 or args.out:
-        print("wrote", compare(args.runs, args.out or "compare.png"))
+        written = write_report(run, json.loads(path.read_text()))
+        print(f"{run}: " + ", ".join(str(p) for p in written.values()))
+    if len(runs) > 1 or cfg.out:
+        print("wrote", compare(runs, cfg.out or "compare.png"))
+
+
+def report_main() -> None:
+    _report()
 
 
 def main() -> None:
