@@ -133,8 +133,19 @@ def _eval(raw: DictConfig) -> None:
         raise SystemExit("otpr-eval needs checkpoint=<run or checkpoint dir>")
     overrides = _to_config(raw)
     cfg = from_dict(ckpt_io.read_config(overrides.checkpoint))
-    cfg.task.eval_episodes = overrides.task.eval_episodes
-    cfg.algo.eval_mode = overrides.algo.eval_mode
+    # evaluation settings given on the command line win over the checkpoint's
+    given = {o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    for key in (
+        "task.eval_episodes",
+        "task.eval_seed",
+        "algo.eval_mode",
+        "algo.eval_num_samples",
+        "algo.guidance",
+        "algo.q_temperature",
+    ):
+        if key in given:
+            group, name = key.split(".")
+            setattr(getattr(cfg, group), name, getattr(getattr(overrides, group), name))
     cfg.device, cfg.progress, cfg.tensorboard = overrides.device, overrides.progress, False
     run_dir = _run_dir(overrides)
     trainer = Trainer(cfg, run_dir)
