@@ -71,10 +71,25 @@ class ReplayBuffer:
             raise RuntimeError("cannot sample from an empty replay buffer")
         return rng.integers(0, self.size, size=batch_size)
 
+    def recent_indices(self, batch_size: int, rng: np.random.Generator, window: int) -> np.ndarray:
+        """Uniform indices among the ``window`` most recently added transitions."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        window = min(window, self.size)
+        return (self.ptr - 1 - rng.integers(0, window, size=batch_size)) % self.capacity
+
     def sample(
-        self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        device: torch.device | str = "cpu",
+        recent: int = 0,
     ) -> dict[str, torch.Tensor]:
-        idx = self.sample_indices(batch_size, rng)
+        """A batch as tensors; ``recent > 0`` draws only from the newest ``recent`` transitions."""
+        if recent > 0:
+            idx = self.recent_indices(batch_size, rng, recent)
+        else:
+            idx = self.sample_indices(batch_size, rng)
         return {k: torch.as_tensor(v[idx], device=device) for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:

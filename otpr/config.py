@@ -236,6 +236,10 @@ class AlgoConfig:
     """Actor batch size (replay part + demo part)."""
     actor_lr: float = 1e-4
     """Actor learning rate during fine-tuning."""
+    actor_recent: int = 0
+    """Draw the actor's replay part from the N newest transitions (0: the whole replay). The
+    newest data was collected with H-resampling, so fitting it distils the improved behaviour
+    (policy iteration); the whole replay lags behind it."""
     demo_fraction: float = 0.25
     """Fraction of each actor batch drawn from the demos."""
     weight_norm: str = "batch_mean"
@@ -269,6 +273,7 @@ class AlgoConfig:
             "actor_updates_per_iter",
         ):
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
+        _check(self.actor_recent >= 0, "algo.actor_recent", "must be >= 0")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         for key in ("pretrain_lr", "critic_lr", "actor_lr"):

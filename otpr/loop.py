@@ -423,8 +423,8 @@ class Trainer:
             out["train/episodes"] = len(successes)
         return out
 
-    def _batch(self, size: int) -> dict[str, torch.Tensor]:
-        return self.buffer.sample(size, self.rng, self.agent.device)
+    def _batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:
+        return self.buffer.sample(size, self.rng, self.agent.device, recent=recent)
 
     def update(self) -> dict[str, float]:
         """Critic, then (after warm-up) potentials and actor."""
@@ -447,7 +447,7 @@ class Trainer:
         tic = time.perf_counter()
         n_demo = int(round(a.demo_fraction * a.actor_batch_size))
         for _ in range(a.actor_updates_per_iter):
-            batch = self._batch(a.actor_batch_size - n_demo)
+            batch = self._batch(a.actor_batch_size - n_demo, recent=a.actor_recent)
             obs, act = batch["obs"], batch["actions"]
             if n_demo:
                 idx = torch.as_tensor(self.rng.integers(0, len(self.demo_obs), n_demo))

@@ -42,3 +42,11 @@ def test_bad_input_names_the_field() -> None:
         buf.add(**bad)
     with pytest.raises(RuntimeError, match="empty"):
         buf.sample(1, np.random.default_rng(0))
+
+
+def test_recent_window_draws_only_the_newest() -> None:
+    buf = ReplayBuffer(6, (1, 3), (1, 2))
+    buf.add(**_batch(5, 0.0))
+    buf.add(**_batch(3, 10.0))  # ring now holds 3, 4, 10, 11, 12 (+ 2 overwritten)
+    rewards = buf.sample(200, np.random.default_rng(0), recent=2)["reward"].numpy()
+    assert set(rewards.tolist()) == {11.0, 12.0}
