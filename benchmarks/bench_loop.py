@@ -87,9 +87,8 @@ def main() -> None:
         ],
     )
     trainer = Trainer(cfg, run_dir)
-    trainer.pretrain_steps_only = True
     a = cfg.algo
-    # pretrain briefly (no eval needed for timing)
+    # a short pretraining (timing does not need a good policy; no evaluation)
     policy = trainer.agent.policy
     opt = torch.optim.Adam(policy.parameters(), lr=a.pretrain_lr)
     obs = torch.as_tensor(trainer.demo_obs)

@@ -155,7 +155,7 @@ class OTConfig:
 
     masked: bool = True
     """Masked OT with expert keypoints (false: unmasked, OTPR-U)."""
-    lam: float = 0.1
+    lam: float = 0.01
     """L2 regularisation lambda (in units of the normalised cost)."""
     lr: float = 1e-4
     """Adam learning rate of the potentials."""
@@ -212,7 +212,7 @@ class AlgoConfig:
     """Batch size of pretraining."""
     pretrain_lr: float = 1e-3
     """Learning rate of pretraining (cosine-decayed)."""
-    iterations: int = 30
+    iterations: int = 40
     """Online iterations."""
     steps_per_iter: int = 40
     """Policy decisions per env per iteration."""
@@ -230,11 +230,11 @@ class AlgoConfig:
     """IQL expectile tau."""
     polyak: float = 0.005
     """Target-Q Polyak rate."""
-    actor_updates_per_iter: int = 100
+    actor_updates_per_iter: int = 300
     """Weighted-DSM gradient steps per iteration."""
     actor_batch_size: int = 256
     """Actor batch size (replay part + demo part)."""
-    actor_lr: float = 1e-4
+    actor_lr: float = 3e-4
     """Actor learning rate during fine-tuning."""
     actor_recent: int = 0
     """Draw the actor's replay part from the N newest transitions (0: the whole replay). The
