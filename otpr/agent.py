@@ -223,9 +223,32 @@ class OTPRAgent:
         """One dual step on independent state and action batches (a sample of mu x nu)."""
         return self.potentials.update(self.state(obs), self.executed(actions), self.cost_fn)
 
-    def update_actor(self, obs: Tensor, actions: Tensor) -> dict[str, float]:
-        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs."""
-        weights = self.pair_weights(obs, actions)
+    @torch.no_grad()
+    def resampled_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """OTPR sec. 4.4: L fresh candidates per state, weighted by the guidance per state.
+
+        Returns flat (obs [n L, T_o, D], chunks [n L, H, A], weights [n L]) where each state's
+        weights are normalised to mean 1 over its L candidates (a state whose weights are all
+        zero gets uniform ones), so that every state contributes equally and the weighted DSM
+        fits pi'(a|s) ~ pi(a|s) w(s, a).
+        """
+        num = self.cfg.algo.num_samples
+        cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
+        w = self.candidate_weights(obs, cand)
+        total = w.sum(dim=1, keepdim=True)
+        w = torch.where(total > 0, w * num / total.clamp_min(1e-30), torch.ones_like(w))
+        flat_obs = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
+        return flat_obs, cand.reshape(-1, *cand.shape[2:]), w.reshape(-1)
+
+    def update_actor(
+        self, obs: Tensor, actions: Tensor, weights: Tensor | None = None
+    ) -> dict[str, float]:
+        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs.
+
+        ``weights=None`` weighs the pairs by the guidance (the ``replay`` variant).
+        """
+        if weights is None:
+            weights = self.pair_weights(obs, actions)
         loss, info = self.policy.compute_dsm_loss(
             obs, actions, weights=weights, weight_norm=self.cfg.algo.weight_norm
         )

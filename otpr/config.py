@@ -236,6 +236,13 @@ class AlgoConfig:
     """Actor batch size (replay part + demo part)."""
     actor_lr: float = 3e-4
     """Actor learning rate during fine-tuning."""
+    actor_targets: str = "resampled"
+    """What the actor fits (OTPR sec. 4.4). resampled: for replay states, L fresh candidates of
+    the current policy weighted by H per state (pi'(a|s) ~ pi(a|s) H(s, a)), built once per
+    iteration. replay: the replay's own (s, a) pairs weighted by H(s, a), the variant the paper
+    calls sub-optimal (few pairs of a batch carry weight)."""
+    actor_target_states: int = 2048
+    """Replay states per iteration for which resampled targets are drawn."""
     actor_recent: int = 0
     """Draw the actor's replay part from the N newest transitions (0: the whole replay). The
     newest data was collected with H-resampling, so fitting it distils the improved behaviour
@@ -259,6 +266,8 @@ class AlgoConfig:
         _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
         _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
         _one_of(self.weight_norm, "algo.weight_norm", ("none", "batch_mean"))
+        _one_of(self.actor_targets, "algo.actor_targets", ("resampled", "replay"))
+        _check(self.actor_target_states >= 1, "algo.actor_target_states", "must be >= 1")
         _check(self.num_samples >= 1, "algo.num_samples", "must be >= 1")
         _check(self.eval_num_samples >= 1, "algo.eval_num_samples", "must be >= 1")
         _check(self.q_temperature > 0, "algo.q_temperature", "must be > 0")

@@ -446,14 +446,26 @@ class Trainer:
             timing["perf/time_potentials_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         n_demo = int(round(a.demo_fraction * a.actor_batch_size))
+        n_own = a.actor_batch_size - n_demo
+        if a.actor_targets == "resampled":
+            states = self._batch(a.actor_target_states, recent=a.actor_recent)["obs"]
+            t_obs, t_act, t_w = self.agent.resampled_targets(states)
+            timing["perf/time_actor_targets_s"] = time.perf_counter() - tic
         for _ in range(a.actor_updates_per_iter):
-            batch = self._batch(a.actor_batch_size - n_demo, recent=a.actor_recent)
-            obs, act = batch["obs"], batch["actions"]
+            if a.actor_targets == "resampled":
+                idx = torch.as_tensor(self.rng.integers(0, len(t_obs), n_own))
+                obs, act, w = t_obs[idx], t_act[idx], t_w[idx]
+            else:
+                batch = self._batch(n_own, recent=a.actor_recent)
+                obs, act = batch["obs"], batch["actions"]
+                w = self.agent.pair_weights(obs, act)
             if n_demo:
                 idx = torch.as_tensor(self.rng.integers(0, len(self.demo_obs), n_demo))
-                obs = torch.cat([obs, torch.as_tensor(self.demo_obs)[idx].to(obs.device)])
-                act = torch.cat([act, torch.as_tensor(self.demo_act)[idx].to(act.device)])
-            metrics.update(self.agent.update_actor(obs, act))
+                d_obs = torch.as_tensor(self.demo_obs)[idx].to(obs.device)
+                d_act = torch.as_tensor(self.demo_act)[idx].to(act.device)
+                obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
+                w = torch.cat([w, self.agent.pair_weights(d_obs, d_act)])
+            metrics.update(self.agent.update_actor(obs, act, w))
         timing["perf/time_actor_s"] = time.perf_counter() - tic
         return {**metrics, **timing}
 

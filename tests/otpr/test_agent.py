@@ -1,0 +1,38 @@
+import torch
+
+from envs.metaworld import metaworld_spec
+from otpr.agent import OTPRAgent
+from otpr.config import from_dict
+
+
+def _agent(**algo) -> OTPRAgent:
+    cfg = from_dict(
+        {"task": {"name": "reach-v3", "obs_history": 1, "horizon": 4, "act_steps": 2}, "algo": algo}
+    )
+    cfg.policy.num_steps = 2
+    agent = OTPRAgent(cfg, metaworld_spec("reach-v3"))
+    agent.policy.normalizer.fit(torch.randn(50, 39), torch.rand(50, 4) * 2 - 1)
+    return agent
+
+
+def test_resampled_targets_normalise_weights_per_state() -> None:
+    agent = _agent(num_samples=4)
+    fixed = torch.tensor([[1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    agent.candidate_weights = lambda obs, cand: fixed  # a known guidance
+    obs = torch.randn(3, 1, 39)
+    t_obs, t_act, w = agent.resampled_targets(obs)
+    assert t_obs.shape == (12, 1, 39) and t_act.shape == (12, 4, 4)
+    torch.testing.assert_close(t_obs[4], obs[1])  # candidates of state 1 carry state 1
+    w = w.reshape(3, 4)
+    torch.testing.assert_close(w[0], torch.tensor([1.0, 3.0, 0.0, 0.0]))  # mean 1 per state
+    torch.testing.assert_close(w[1], torch.ones(4))  # all-zero state -> uniform
+    torch.testing.assert_close(w[2], torch.ones(4))
+
+
+def test_executed_part_and_guidance_shapes() -> None:
+    agent = _agent(guidance="A", num_samples=3)
+    obs = torch.randn(5, 1, 39)
+    cand = agent.policy.sample(obs, num_samples=3)
+    assert agent.executed(cand).shape == (5, 3, 2 * 4)  # only the T_a executed steps
+    w = agent.candidate_weights(obs, cand)
+    assert w.shape == (5, 3) and set(w.unique().tolist()) <= {0.3, 0.7}
