@@ -457,14 +457,15 @@ class Trainer:
                 obs, act, w = t_obs[idx], t_act[idx], t_w[idx]
             else:
                 batch = self._batch(n_own, recent=a.actor_recent)
-                obs, act = batch["obs"], batch["actions"]
-                w = self.agent.pair_weights(obs, act)
+                obs, act, w = batch["obs"], batch["actions"], None
             if n_demo:
                 idx = torch.as_tensor(self.rng.integers(0, len(self.demo_obs), n_demo))
                 d_obs = torch.as_tensor(self.demo_obs)[idx].to(obs.device)
                 d_act = torch.as_tensor(self.demo_act)[idx].to(act.device)
                 obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
-                w = torch.cat([w, self.agent.pair_weights(d_obs, d_act)])
+                if w is not None:
+                    w = torch.cat([w, self.agent.pair_weights(d_obs, d_act)])
+            # replay targets: weights of the whole (replay + demo) batch in one call
             metrics.update(self.agent.update_actor(obs, act, w))
         timing["perf/time_actor_s"] = time.perf_counter() - tic
         return {**metrics, **timing}
