@@ -13,7 +13,7 @@ fi
 PIP=".venv/bin/pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  $PIP install -q torch==2.13.0
+  $PIP install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 fi
 $PIP install -q -c constraints.txt -e ".[${EXTRAS}]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import otpr, torch, mujoco, metaworld; print('otpr ready: torch', torch.__version__, '| mujoco', mujoco.__version__)"
