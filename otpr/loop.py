@@ -513,6 +513,7 @@ class Trainer:
             "algo": self.cfg.algo.name,
             "guidance": self.cfg.algo.guidance,
             "masked": self.cfg.ot.masked,
+            "actor_targets": self.cfg.algo.actor_targets,
             "seed": self.cfg.seed,
             "num_demos": len(self.demos),
             "demo_success": float(np.mean([bool(ep.success) for ep in self.demos])),

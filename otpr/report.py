@@ -77,7 +77,7 @@ def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
             else {}
         )
         ot = "M" if summary.get("masked") else "U"
-        label = f"{summary.get('guidance', '?')}/{ot} s{summary.get('seed', '?')}"
+        label = f"{run.name}: {summary.get('guidance', '?')}/{ot} s{summary.get('seed', '?')}"
         evals.sort(key=lambda r: r["env_steps"])
         ax.plot(
             [r["env_steps"] for r in evals],
