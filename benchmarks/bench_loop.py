@@ -88,15 +88,7 @@ def main() -> None:
     )
     trainer = Trainer(cfg, run_dir)
     a = cfg.algo
-    # a short pretraining (timing does not need a good policy; no evaluation)
-    policy = trainer.agent.policy
-    opt = torch.optim.Adam(policy.parameters(), lr=a.pretrain_lr)
-    obs = torch.as_tensor(trainer.demo_obs)
-    act = torch.as_tensor(trainer.demo_act)
-    for _ in range(a.pretrain_steps):
-        idx = torch.as_tensor(trainer.rng.integers(0, len(obs), a.pretrain_batch_size))
-        trainer.agent.pretrain_step(obs[idx], act[idx], opt)
-    trainer.state["phase"] = "pretrained"
+    trainer.behaviour_cloning()  # a short one: timing needs no good policy, and no evaluation
     _ = trainer.train_env
     # one untimed iteration to warm everything up (critic, potentials, caches)
     trainer.collect()

@@ -153,13 +153,18 @@ def load_modules(ckpt: str | Path, modules: dict[str, torch.nn.Module]) -> None:
         _load_module(module, path)
 
 
+def read_loop_state(ckpt: str | Path) -> dict[str, Any]:
+    """The loop counters and evaluation history of a checkpoint (no weights, no replay)."""
+    return json.loads((resolve(ckpt) / "training_state" / "loop.json").read_text())
+
+
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:
     """Optimizers, RNG, replay and loop counters of a checkpoint."""
     ts = resolve(ckpt) / "training_state"
     state: dict[str, Any] = {
         "optimizers": torch.load(ts / "optimizers.pt", weights_only=False),
         "rng": torch.load(ts / "rng.pt", weights_only=False),
-        "loop": json.loads((ts / "loop.json").read_text()),
+        "loop": read_loop_state(ckpt),
         "replay": None,
     }
     if (ts / "replay.npz").exists():

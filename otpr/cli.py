@@ -80,7 +80,7 @@ cs.store(name="base_demos", node=DemosConfig)
 cs.store(name="base_report", node=ReportConfig)
 
 
-def _to_config(raw: DictConfig, cls: type = Config) -> Any:
+def _to_config(raw: DictConfig) -> Any:
     try:
         return OmegaConf.to_object(raw)
     except ConfigError as err:
@@ -163,7 +163,7 @@ def _eval(raw: DictConfig) -> None:
 def _demos(raw: DictConfig) -> None:
     from otpr.demos import generate_demos
 
-    cfg: DemosConfig = _to_config(raw, DemosConfig)
+    cfg: DemosConfig = _to_config(raw)
     n = min(cfg.num_episodes, 3) if cfg.debug else cfg.num_episodes
     out = cfg.out or f"data/{cfg.task.name}_{cfg.quality}_n{n}_s{cfg.seed}.hdf5"
     ds = generate_demos(
@@ -192,7 +192,7 @@ def _demos(raw: DictConfig) -> None:
 def _report(raw: DictConfig) -> None:
     from otpr.report import compare, write_report
 
-    cfg: ReportConfig = _to_config(raw, ReportConfig)
+    cfg: ReportConfig = _to_config(raw)
     runs = ([cfg.run_dir] if cfg.run_dir else []) + list(cfg.runs)
     if not runs:
         raise SystemExit("otpr-report needs run_dir=<run> or runs=[<run>,<run>,...]")

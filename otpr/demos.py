@@ -12,6 +12,9 @@ suboptimal     0.5           0.02    0.02         noisy, with random detours
 mixed          --            --      --           ``mixture`` fraction of expert, rest suboptimal
 =============  ============  ======  ===========  ====================================
 
+Also here: :func:`load_demos` (the configured file, or generated demos cached under ``data/``)
+and :func:`demo_transitions` (demos as the chunk transitions the loop stores).
+
 Action noise is Gaussian, added to the *clipped* expert action and clipped again. A detour
 replaces the expert for ``detour_steps`` steps with one random constant action. ``jitter`` is the
 expert's own waypoint noise. The recorded actions are the executed (noisy) ones. Everything is
@@ -20,7 +23,10 @@ deterministic per ``seed``: episode ``i`` uses env seed ``seed + i`` and its own
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,8 @@ from typing import Any
 import numpy as np
 
 import envs
-from otpr.data import DemoDataset, Episode, write_robomimic_hdf5
+from otpr.config import Config
+from otpr.data import DemoDataset, Episode, make_windows, write_robomimic_hdf5
 
 PRESETS: dict[str, dict[str, float]] = {
     "expert": {"action_noise": 0.0, "jitter": 0.0, "detour_prob": 0.0},
@@ -201,3 +208,103 @@ def generate_demos(
     if out is not None:
         write_robomimic_hdf5(out, dataset, generation=generation)
     return dataset
+
+
+def default_demo_path(cfg: Config) -> Path:
+    d = cfg.task.demos
+    name = f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_T{cfg.task.max_episode_steps}_s{d.seed}"
+    if d.action_noise is not None:
+        name += f"_noise{d.action_noise:g}"
+    if cfg.task.env_kwargs:
+        # a different reward or termination makes different demos: key the cache on them
+        blob = json.dumps(dict(cfg.task.env_kwargs), sort_keys=True).encode()
+        name += "_" + hashlib.sha1(blob).hexdigest()[:8]
+    return Path("data") / f"{name}.hdf5"
+
+
+def load_demos(cfg: Config, spec: envs.TaskSpec, progress: bool = True) -> DemoDataset:
+    """Read the configured demo file, or generate (and cache) scripted demos, for ``spec``."""
+    from otpr import data
+
+    d = cfg.task.demos
+    if d.path is None:
+        path = default_demo_path(cfg)
+        if not path.exists():
+            generate_demos(
+                cfg.task.name,
+                d.num_episodes,
+                d.quality,
+                seed=d.seed,
+                out=path,
+                max_episode_steps=cfg.task.max_episode_steps,
+                env_kwargs=dict(cfg.task.env_kwargs),
+                action_noise=d.action_noise,
+                progress=progress,
+            )
+        dataset = data.read_robomimic_hdf5(path, action_dim=spec.action_dim)
+    elif d.format == "robomimic":
+        dataset = data.read_robomimic_hdf5(
+            d.path, obs_keys=d.obs_keys, filter_key=d.filter_key, action_dim=spec.action_dim
+        )
+    elif d.format == "d4rl":
+        dataset = data.read_d4rl_hdf5(d.path, action_dim=spec.action_dim)
+    elif d.format == "minari":
+        path = Path(d.path)
+        dataset = data.read_minari(path.name, path.parent)
+    else:
+        dataset = data.read_calvin_episodes(d.path, action_dim=spec.action_dim)
+    if dataset.obs_dim != spec.obs_dim or dataset.action_dim != spec.action_dim:
+        raise data.DatasetError(
+            f"{dataset.source or d.path}: observations/actions are {dataset.obs_dim}/"
+            f"{dataset.action_dim}-D, but task {cfg.task.name!r} expects "
+            f"{spec.obs_dim}/{spec.action_dim}-D"
+        )
+    return dataset
+
+
+def demo_transitions(
+    dataset: DemoDataset, obs_horizon: int, horizon: int, act_steps: int, gamma: float
+) -> dict[str, np.ndarray]:
+    """Chunk transitions of the demos, as the loop would have stored them.
+
+    Decisions are taken every ``act_steps`` steps from t = 0. The last chunk of an episode
+    bootstraps from ``final_obs`` when the file has it; without it, a final chunk that ends in a
+    time limit (not a terminal state) is dropped rather than given a wrong next observation.
+    """
+    rows: dict[str, list] = defaultdict(list)
+    for ep in dataset:
+        T = len(ep)
+        obs_all = ep.obs if ep.final_obs is None else np.concatenate([ep.obs, ep.final_obs[None]])
+        single = DemoDataset(
+            [
+                Episode(
+                    obs_all,
+                    _pad_actions(ep.actions, len(obs_all)),
+                    np.zeros(len(obs_all)),
+                    np.zeros(len(obs_all), bool),
+                )
+            ]
+        )
+        win_obs, win_act = make_windows(single, obs_horizon, horizon)
+        for t in range(0, T, act_steps):
+            k = min(act_steps, T - t)
+            terminated = bool(ep.dones[t : t + k].any())
+            if terminated:
+                k = int(np.argmax(ep.dones[t : t + k])) + 1
+            if t + k == T and not terminated and ep.final_obs is None:
+                continue
+            rows["obs"].append(win_obs[t])
+            rows["actions"].append(win_act[t])
+            rows["reward"].append(float(np.sum(ep.rewards[t : t + k] * gamma ** np.arange(k))))
+            rows["discount"].append(gamma**k)
+            rows["next_obs"].append(win_obs[min(t + k, len(obs_all) - 1)])
+            rows["terminated"].append(float(terminated))
+            if terminated:
+                break
+    return {k: np.asarray(v, np.float32) for k, v in rows.items()}
+
+
+def _pad_actions(actions: np.ndarray, n: int) -> np.ndarray:
+    if len(actions) >= n:
+        return actions
+    return np.concatenate([actions, np.repeat(actions[-1:], n - len(actions), 0)])

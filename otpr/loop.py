@@ -16,8 +16,6 @@ were in progress when the run stopped are restarted from a fresh reset.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
@@ -34,7 +32,8 @@ from otpr import checkpoint as ckpt_io
 from otpr.agent import OTPRAgent, finite_or_raise
 from otpr.buffer import ReplayBuffer
 from otpr.config import Config, to_dict
-from otpr.data import DemoDataset, Episode, make_windows
+from otpr.data import make_windows
+from otpr.demos import demo_transitions, load_demos
 from otpr.logger import MetricsLogger
 
 
@@ -42,108 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def default_demo_path(cfg: Config) -> Path:
-    d = cfg.task.demos
-    name = f"{cfg.task.name}_{d.quality}_n{d.num_episodes}_T{cfg.task.max_episode_steps}_s{d.seed}"
-    if d.action_noise is not None:
-        name += f"_noise{d.action_noise:g}"
-    if cfg.task.env_kwargs:
-        # a different reward or termination makes different demos: key the cache on them
-        blob = json.dumps(dict(cfg.task.env_kwargs), sort_keys=True).encode()
-        name += "_" + hashlib.sha1(blob).hexdigest()[:8]
-    return Path("data") / f"{name}.hdf5"
-
-
-def load_demos(cfg: Config, progress: bool = True) -> DemoDataset:
-    """Read the configured demo file, or generate (and cache) scripted demos."""
-    from otpr import data
-
-    d, spec = cfg.task.demos, envs.task_spec(cfg.task.name, **cfg.task.env_kwargs)
-    if d.path is None:
-        path = default_demo_path(cfg)
-        if not path.exists():
-            from otpr.demos import generate_demos
-
-            generate_demos(
-                cfg.task.name,
-                d.num_episodes,
-                d.quality,
-                seed=d.seed,
-                out=path,
-                max_episode_steps=cfg.task.max_episode_steps,
-                env_kwargs=dict(cfg.task.env_kwargs),
-                action_noise=d.action_noise,
-                progress=progress,
-            )
-        dataset = data.read_robomimic_hdf5(path, action_dim=spec.action_dim)
-    elif d.format == "robomimic":
-        dataset = data.read_robomimic_hdf5(
-            d.path, obs_keys=d.obs_keys, filter_key=d.filter_key, action_dim=spec.action_dim
-        )
-    elif d.format == "d4rl":
-        dataset = data.read_d4rl_hdf5(d.path, action_dim=spec.action_dim)
-    elif d.format == "minari":
-        path = Path(d.path)
-        dataset = data.read_minari(path.name, path.parent)
-    else:
-        dataset = data.read_calvin_episodes(d.path, action_dim=spec.action_dim)
-    if dataset.obs_dim != spec.obs_dim or dataset.action_dim != spec.action_dim:
-        raise data.DatasetError(
-            f"{dataset.source or d.path}: observations/actions are {dataset.obs_dim}/"
-            f"{dataset.action_dim}-D, but task {cfg.task.name!r} expects "
-            f"{spec.obs_dim}/{spec.action_dim}-D"
-        )
-    return dataset
-
-
-def demo_transitions(
-    dataset: DemoDataset, obs_horizon: int, horizon: int, act_steps: int, gamma: float
-) -> dict[str, np.ndarray]:
-    """Chunk transitions of the demos, as the loop would have stored them.
-
-    Decisions are taken every ``act_steps`` steps from t = 0. The last chunk of an episode
-    bootstraps from ``final_obs`` when the file has it; without it, a final chunk that ends in a
-    time limit (not a terminal state) is dropped rather than given a wrong next observation.
-    """
-    rows: dict[str, list] = defaultdict(list)
-    for ep in dataset:
-        T = len(ep)
-        obs_all = ep.obs if ep.final_obs is None else np.concatenate([ep.obs, ep.final_obs[None]])
-        single = DemoDataset(
-            [
-                Episode(
-                    obs_all,
-                    _pad_actions(ep.actions, len(obs_all)),
-                    np.zeros(len(obs_all)),
-                    np.zeros(len(obs_all), bool),
-                )
-            ]
-        )
-        win_obs, win_act = make_windows(single, obs_horizon, horizon)
-        for t in range(0, T, act_steps):
-            k = min(act_steps, T - t)
-            terminated = bool(ep.dones[t : t + k].any())
-            if terminated:
-                k = int(np.argmax(ep.dones[t : t + k])) + 1
-            if t + k == T and not terminated and ep.final_obs is None:
-                continue
-            rows["obs"].append(win_obs[t])
-            rows["actions"].append(win_act[t])
-            rows["reward"].append(float(np.sum(ep.rewards[t : t + k] * gamma ** np.arange(k))))
-            rows["discount"].append(gamma**k)
-            rows["next_obs"].append(win_obs[min(t + k, len(obs_all) - 1)])
-            rows["terminated"].append(float(terminated))
-            if terminated:
-                break
-    return {k: np.asarray(v, np.float32) for k, v in rows.items()}
-
-
-def _pad_actions(actions: np.ndarray, n: int) -> np.ndarray:
-    if len(actions) >= n:
-        return actions
-    return np.concatenate([actions, np.repeat(actions[-1:], n - len(actions), 0)])
 
 
 class Trainer:
@@ -158,7 +55,7 @@ class Trainer:
         seed_everything(cfg.seed)
         t = cfg.task
         self.spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
-        self.demos = load_demos(cfg, progress=cfg.progress)
+        self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
         self.agent = OTPRAgent(cfg, self.spec)
         self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
         self.agent.policy.normalizer.fit(self.demo_obs, self.demo_act)
@@ -278,7 +175,7 @@ class Trainer:
         ckpt_io.load_modules(ckpt, self.agent.modules())
         self._set_keypoints()
         if weights_only:
-            loop = json.loads((ckpt / "training_state" / "loop.json").read_text())
+            loop = ckpt_io.read_loop_state(ckpt)
             self.state["evals"] = [e for e in loop.get("evals", []) if e["env_steps"] == 0]
             self.state["phase"] = "pretrained"
             return
@@ -301,8 +198,8 @@ class Trainer:
         return self._wall_at_start + time.time() - self._t0
 
     # ------------------------------------------------------------------ phases
-    def pretrain(self) -> dict[str, float]:
-        """Behaviour cloning by DSM on the demo windows; then the pretrained evaluation."""
+    def behaviour_cloning(self) -> None:
+        """``algo.pretrain_steps`` DSM steps on the demo windows (cosine-decayed AdamW)."""
         a = self.cfg.algo
         policy = self.agent.policy
         opt = torch.optim.AdamW(policy.parameters(), lr=a.pretrain_lr, weight_decay=1e-6)
@@ -312,7 +209,6 @@ class Trainer:
         bar = tqdm(
             range(a.pretrain_steps), desc="pretrain", disable=not self.cfg.progress, leave=False
         )
-        info: dict[str, float] = {}
         for step in bar:
             idx = torch.as_tensor(self.rng.integers(0, len(obs), a.pretrain_batch_size))
             info = self.agent.pretrain_step(obs[idx], act[idx], opt)
@@ -324,6 +220,10 @@ class Trainer:
                 )
         self.state["pretrain_steps"] = a.pretrain_steps
         self.state["phase"] = "pretrained"
+
+    def pretrain(self) -> dict[str, float]:
+        """Behaviour cloning, then the pretrained evaluation and a checkpoint."""
+        self.behaviour_cloning()
         result = self.evaluate()
         self.save()
         return result

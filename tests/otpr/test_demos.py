@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from otpr.data import read_robomimic_hdf5
-from otpr.demos import Quality, generate_demos
+from otpr.data import DemoDataset, Episode, read_robomimic_hdf5
+from otpr.demos import Quality, demo_transitions, generate_demos
 
 warnings.filterwarnings("ignore")
 SPARSE = {"reward": "sparse", "terminate_on_success": True}
@@ -62,3 +62,25 @@ def test_robomimic_demos_keep_the_key_layout(tmp_path) -> None:
     back = read_robomimic_hdf5(tmp_path / "lift.hdf5")
     assert back.obs_keys == ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
     assert back.obs_dim == 19 and back[0].success and back[0].dones[-1]
+
+
+def test_demo_transitions_discount_and_terminal() -> None:
+    T = 7
+    ep = Episode(
+        obs=np.arange(T, dtype=np.float32)[:, None],
+        actions=np.arange(T, dtype=np.float32)[:, None],
+        rewards=np.array([0, 0, 0, 0, 0, 0, 1], np.float32),
+        dones=np.array([0, 0, 0, 0, 0, 0, 1], bool),
+    )
+    tr = demo_transitions(DemoDataset([ep]), obs_horizon=2, horizon=4, act_steps=3, gamma=0.9)
+    assert len(tr["obs"]) == 3  # decisions at t = 0, 3, 6
+    np.testing.assert_array_equal(tr["obs"][1][:, 0], [2, 3])
+    np.testing.assert_array_equal(tr["actions"][1][:, 0], [3, 4, 5, 6])
+    np.testing.assert_array_equal(tr["next_obs"][0][:, 0], [2, 3])
+    np.testing.assert_allclose(tr["discount"], [0.9**3, 0.9**3, 0.9])
+    np.testing.assert_allclose(tr["reward"], [0, 0, 1])
+    np.testing.assert_array_equal(tr["terminated"], [0, 0, 1])
+    # a time-limit ending without final_obs drops the last chunk instead of guessing s'
+    ep.dones[:] = False
+    tr = demo_transitions(DemoDataset([ep]), obs_horizon=2, horizon=4, act_steps=3, gamma=0.9)
+    assert len(tr["obs"]) == 2 and not tr["terminated"].any()

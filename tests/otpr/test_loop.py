@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from otpr.config import apply_debug, from_dict
-from otpr.data import DemoDataset, Episode
-from otpr.loop import demo_transitions, run
+from otpr.loop import run
 
 warnings.filterwarnings("ignore")
 
@@ -118,25 +117,3 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path, monkeypatch) -> N
         trainer.agent.policy.normalizer.state_dict()["obs_min"].numpy(),
     )
     trainer.close()
-
-
-def test_demo_transitions_discount_and_terminal() -> None:
-    T = 7
-    ep = Episode(
-        obs=np.arange(T, dtype=np.float32)[:, None],
-        actions=np.arange(T, dtype=np.float32)[:, None],
-        rewards=np.array([0, 0, 0, 0, 0, 0, 1], np.float32),
-        dones=np.array([0, 0, 0, 0, 0, 0, 1], bool),
-    )
-    tr = demo_transitions(DemoDataset([ep]), obs_horizon=2, horizon=4, act_steps=3, gamma=0.9)
-    assert len(tr["obs"]) == 3  # decisions at t = 0, 3, 6
-    np.testing.assert_array_equal(tr["obs"][1][:, 0], [2, 3])
-    np.testing.assert_array_equal(tr["actions"][1][:, 0], [3, 4, 5, 6])
-    np.testing.assert_array_equal(tr["next_obs"][0][:, 0], [2, 3])
-    np.testing.assert_allclose(tr["discount"], [0.9**3, 0.9**3, 0.9])
-    np.testing.assert_allclose(tr["reward"], [0, 0, 1])
-    np.testing.assert_array_equal(tr["terminated"], [0, 0, 1])
-    # a time-limit ending without final_obs drops the last chunk instead of guessing s'
-    ep.dones[:] = False
-    tr = demo_transitions(DemoDataset([ep]), obs_horizon=2, horizon=4, act_steps=3, gamma=0.9)
-    assert len(tr["obs"]) == 2 and not tr["terminated"].any()
