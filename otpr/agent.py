@@ -249,8 +249,13 @@ class OTPRAgent:
         """
         if weights is None:
             weights = self.pair_weights(obs, actions)
+        a = self.cfg.algo
         loss, info = self.policy.compute_dsm_loss(
-            obs, actions, weights=weights, weight_norm=self.cfg.algo.weight_norm
+            obs,
+            actions,
+            weights=weights,
+            weight_norm=a.weight_norm,
+            weight_clip=a.weight_clip or None,
         )
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()

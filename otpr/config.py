@@ -217,7 +217,7 @@ class AlgoConfig:
     steps_per_iter: int = 40
     """Policy decisions per env per iteration."""
     warmup_iterations: int = 2
-    """Iterations with critic updates only (no potentials/actor)."""
+    """Iterations with critic and potential updates only (the actor waits)."""
     critic_updates_per_iter: int = 200
     """IQL gradient steps per iteration."""
     critic_batch_size: int = 256
@@ -251,6 +251,9 @@ class AlgoConfig:
     """Fraction of each actor batch drawn from the demos."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
+    weight_clip: float = 0.0
+    """Cap on the normalised DSM weights (0: no cap). Sparse H puts a whole batch's weight on
+    the few pairs with H > 0; a cap keeps one step from fitting only those."""
     buffer_capacity: int = 250_000
     """Replay capacity in decisions."""
     demos_in_replay: bool = True
@@ -283,6 +286,7 @@ class AlgoConfig:
         ):
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
         _check(self.actor_recent >= 0, "algo.actor_recent", "must be >= 0")
+        _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         for key in ("pretrain_lr", "critic_lr", "actor_lr"):

@@ -5,7 +5,7 @@ One iteration (OTPR Algorithm 1, with the potentials warm-started instead of reb
     collect   steps_per_iter decisions per env: L candidates per state in one batched call,
               one resampled by the guidance weights, T_a of its H actions executed
     critic    critic_updates_per_iter IQL steps on replay        (every iteration)
-    ot        ot.steps_per_iter dual steps on replay states x actions   (after warm-up, H only)
+    ot        ot.steps_per_iter dual steps on replay states x actions   (every iteration, H only)
     actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs
     eval      every eval_every iterations, on a fixed evaluation seed range
 
@@ -327,7 +327,7 @@ class Trainer:
         return self.buffer.sample(size, self.rng, self.agent.device, recent=recent)
 
     def update(self) -> dict[str, float]:
-        """Critic, then (after warm-up) potentials and actor."""
+        """Critic and potentials, then (after warm-up) the actor."""
         a, o = self.cfg.algo, self.cfg.ot
         metrics: dict[str, float] = {}
         timing = defaultdict(float)
@@ -335,15 +335,17 @@ class Trainer:
         for _ in range(a.critic_updates_per_iter):
             metrics.update(self.agent.update_critic(self._batch(a.critic_batch_size)))
         timing["perf/time_critic_s"] = time.perf_counter() - tic
-        if self.state["iteration"] < a.warmup_iterations:
-            return {**metrics, **timing}
         if a.guidance == "H":
+            # The potentials track the critic from the first iteration, so that H is fitted
+            # (not 50 steps old) when the actor starts using it after the warm-up.
             tic = time.perf_counter()
             for _ in range(o.steps_per_iter):
                 s = self._batch(o.batch_size)["obs"]
                 act = self._batch(o.batch_size)["actions"]
                 metrics.update(self.agent.update_potentials(s, act))
             timing["perf/time_potentials_s"] = time.perf_counter() - tic
+        if self.state["iteration"] < a.warmup_iterations:
+            return {**metrics, **timing}
         tic = time.perf_counter()
         n_demo = int(round(a.demo_fraction * a.actor_batch_size))
         n_own = a.actor_batch_size - n_demo

@@ -190,6 +190,7 @@ class DiffusionPolicy(ScorePolicy):
         weights: Tensor | None = None,
         weight_norm: str = "none",
         generator: torch.Generator | None = None,
+        weight_clip: float | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Weighted denoising score matching loss (OTPR eq. 10 with weights w_i = H(s_i, a_i)).
 
@@ -199,7 +200,10 @@ class DiffusionPolicy(ScorePolicy):
         sum_i w_i l_i / sum_i w_i: its scale no longer depends on the scale of H, so one
         learning rate fits every lambda. ``batch_mean`` needs w >= 0; all-zero weights give a
         zero loss (not NaN). Weights are detached: the policy never back-propagates into
-        whatever produced them.
+        whatever produced them. ``weight_clip`` caps w~ (after normalisation), as AWR and CRR
+        cap exp-advantage weights: when H is sparse (few pairs of a batch with H > 0), the
+        normalised weights of those few reach 1 / (nonzero fraction), and an uncapped step
+        fits a handful of pairs.
 
         Args:
             obs: raw [B, T_o, obs_dim]; actions: raw [B, H, action_dim]; weights: [B] or None.
@@ -227,6 +231,10 @@ class DiffusionPolicy(ScorePolicy):
             if (w < 0).any():
                 raise ValueError("compute_dsm_loss: weight_norm='batch_mean' needs weights >= 0")
             w = w / raw_mean if raw_mean > 0.0 else torch.zeros_like(w)
+        if weight_clip is not None:
+            if weight_clip <= 0:
+                raise ValueError(f"compute_dsm_loss: weight_clip must be > 0, got {weight_clip}")
+            w = w.clamp(max=weight_clip)
         loss = (w * losses).mean()
         info = {
             "actor/dsm": float(loss.detach()),

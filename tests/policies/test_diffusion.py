@@ -70,6 +70,27 @@ def test_dsm_weighting(weight_norm):
         torch.testing.assert_close(loss(1000.0 * w), 1000.0 * loss(w))
 
 
+def test_dsm_weight_clip_caps_the_normalised_weights():
+    policy = make_policy()
+    obs, act = batch()
+    per_sample = policy.per_sample_dsm_loss(obs, act, generator=torch.Generator().manual_seed(7))
+    # sparse weights: one pair holds the batch's weight; normalised, it would count 6x
+    w = torch.tensor([0.0, 0.0, 3.0, 0.0, 0.0, 0.0])
+
+    def loss(clip):
+        gen = torch.Generator().manual_seed(7)
+        out = policy.compute_dsm_loss(
+            obs, act, w, weight_norm="batch_mean", generator=gen, weight_clip=clip
+        )
+        return out[0]
+
+    torch.testing.assert_close(loss(None), per_sample[2])
+    torch.testing.assert_close(loss(2.0), 2.0 * per_sample[2] / 6)
+    torch.testing.assert_close(loss(100.0), loss(None))  # a cap above every weight is a no-op
+    with pytest.raises(ValueError, match="weight_clip must be > 0"):
+        loss(0.0)
+
+
 def test_dsm_info_and_errors():
     policy = make_policy()
     obs, act = batch()
