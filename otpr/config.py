@@ -251,9 +251,10 @@ class AlgoConfig:
     """Fraction of each actor batch drawn from the demos."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
-    weight_clip: float = 0.0
-    """Cap on the normalised DSM weights (0: no cap). Sparse H puts a whole batch's weight on
-    the few pairs with H > 0; a cap keeps one step from fitting only those."""
+    weight_clip: float = 10.0
+    """Cap on the batch-mean-normalised DSM weights (0: no cap). Early in fine-tuning H > 0 on
+    only ~4-10% of replay pairs, whose normalised weights then reach 10-25; the cap keeps one
+    step from fitting only those (docs/results.md: steadier rise on the default task)."""
     buffer_capacity: int = 250_000
     """Replay capacity in decisions."""
     demos_in_replay: bool = True
