@@ -51,6 +51,10 @@ placement (position and yaw) and the initial arm pose are a function of ``s`` al
 ``reset()`` without a seed continues that generator. Resets are soft (``hard_reset=False``,
 ~4 ms instead of ~0.8 s): the model is built once, so model-level randomness drawn at build time
 (Lift's cube size, uniform in [0.020, 0.022] m half-extent) is fixed by the construction seed.
+``hard_reset=True`` (``task.env_kwargs.hard_reset=true``) rebuilds the model on every reset
+instead. Measured (docs/results.md, 2b): the Can BC policy evaluated three times in a row on the
+same seeds and the same soft-reset env scored 0.73, 0.60, 0.47 (30 episodes each), so soft
+resets are suspected of carrying state across episodes; not yet confirmed or fixed.
 
 Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
 uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after every reset and step,
@@ -158,6 +162,7 @@ class RobomimicEnv(gym.Env):
         pixels: bool = False,
         image_size: int = 84,
         terminate_on_success: bool = False,
+        hard_reset: bool = False,
     ) -> None:
         if task not in ROBOMIMIC_TASKS:
             raise ValueError(f"unknown robomimic task {task!r}: expected one of {list(_TASKS)}")
@@ -185,7 +190,7 @@ class RobomimicEnv(gym.Env):
             reward_shaping=False,
             control_freq=CONTROL_FREQ,
             ignore_done=True,
-            hard_reset=False,
+            hard_reset=bool(hard_reset),
             seed=int(seed),
         )
         self.image_size = int(image_size)
@@ -286,6 +291,7 @@ def make_robomimic_env(
     pixels: bool = False,
     image_size: int = 84,
     terminate_on_success: bool = False,
+    hard_reset: bool = False,
 ) -> gym.Env:
     """Factory for :class:`RobomimicEnv`; ``max_episode_steps=None`` takes the task's horizon."""
     return RobomimicEnv(
@@ -295,4 +301,5 @@ def make_robomimic_env(
         pixels=pixels,
         image_size=image_size,
         terminate_on_success=terminate_on_success,
+        hard_reset=hard_reset,
     )
