@@ -253,7 +253,7 @@ class AlgoConfig:
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0
     """Cap on the batch-mean-normalised DSM weights (0: no cap). Early in fine-tuning H > 0 on
-    only ~4-10% of replay pairs, whose normalised weights then reach 10-25; the cap keeps one
+    only ~4-13% of replay pairs, whose normalised weights then reach 8-25; the cap keeps one
     step from fitting only those (docs/results.md: steadier rise on the default task)."""
     buffer_capacity: int = 250_000
     """Replay capacity in decisions."""
