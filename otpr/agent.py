@@ -166,12 +166,23 @@ class OTPRAgent:
     def sample_fn(self, obs: Tensor, n: int) -> Tensor:
         return self.policy.sample(obs, num_samples=n, generator=self.generator)
 
+    def _eval_sample_fn(self, generator: torch.Generator) -> Any:
+        def sample(obs: Tensor, n: int) -> Tensor:
+            return self.policy.sample(obs, num_samples=n, generator=generator)
+
+        return sample
+
     @torch.no_grad()
-    def act(self, obs: np.ndarray, explore: bool) -> tuple[np.ndarray, dict[str, float]]:
+    def act(
+        self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
         """Chunks [B, H, A] for raw observations [B, T_o, D].
 
         Collection (``explore``) draws ``algo.num_samples`` candidates and resamples by the
-        guidance weights; evaluation uses L = 1 or the best of ``eval_num_samples``.
+        guidance weights; evaluation uses L = 1 or the best of ``eval_num_samples``. Collection
+        draws its noise from the agent's generator; evaluation from ``generator`` if given
+        (the loop passes one seeded per evaluation, so evaluations leave the training stream
+        alone and the same weights always score the same).
         """
         a = self.cfg.algo
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -184,12 +195,14 @@ class OTPRAgent:
                 temperature=a.q_temperature,
                 generator=self.generator,
             )
-        elif a.eval_mode == "best":
-            sampler = CompatibilitySampler(
-                self.sample_fn, self.candidate_weights, a.eval_num_samples, mode="argmax"
-            )
         else:
-            sampler = CompatibilitySampler(self.sample_fn, self.candidate_weights, 1)
+            sample_fn = self.sample_fn if generator is None else self._eval_sample_fn(generator)
+            if a.eval_mode == "best":
+                sampler = CompatibilitySampler(
+                    sample_fn, self.candidate_weights, a.eval_num_samples, mode="argmax"
+                )
+            else:
+                sampler = CompatibilitySampler(sample_fn, self.candidate_weights, 1)
         actions, info = sampler(obs_t)
         return actions.cpu().numpy(), info
 

@@ -229,18 +229,21 @@ class Trainer:
         return result
 
     def evaluate(self) -> dict[str, float]:
-        """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds."""
+        """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds
+        (env and policy noise both seeded from ``task.eval_seed``)."""
         t = self.cfg.task
         env = self.eval_env
         n = t.eval_num_envs
         quota = math.ceil(t.eval_episodes / n)
         obs, _ = env.reset(seed=t.eval_seed)
+        # Policy noise seeded per evaluation too: an evaluation is a function of the weights.
+        generator = torch.Generator(device="cpu").manual_seed(t.eval_seed)
         done_count = np.zeros(n, int)
         ret = np.zeros(n)
         results: list[tuple[int, int, float, float, float]] = []
         self.agent.policy.eval()
         while (done_count < quota).any():
-            actions, _ = self.agent.act(obs, explore=False)
+            actions, _ = self.agent.act(obs, explore=False, generator=generator)
             obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
             ret += reward
             for i in np.flatnonzero(term | trunc):

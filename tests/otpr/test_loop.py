@@ -117,3 +117,39 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path, monkeypatch) -> N
         trainer.agent.policy.normalizer.state_dict()["obs_min"].numpy(),
     )
     trainer.close()
+
+
+def test_evaluation_is_a_function_of_the_weights(tmp_path: Path, monkeypatch) -> None:
+    """Policy noise in evaluation comes from task.eval_seed, not the training stream: two
+    evaluations of the same weights take the same actions and leave training's RNG alone."""
+    import torch
+
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    cfg.task.eval_episodes = cfg.task.eval_num_envs  # one episode per eval env
+    trainer = Trainer(cfg, tmp_path / "e")
+    taken: list[np.ndarray] = []
+    act = trainer.agent.act
+
+    def recording_act(obs, explore, generator=None):
+        actions, info = act(obs, explore, generator)
+        taken.append(actions)
+        return actions, info
+
+    monkeypatch.setattr(trainer.agent, "act", recording_act)
+    training_rng = trainer.agent.generator.get_state().clone()
+    trainer.evaluate()
+    first, taken[:] = list(taken), []
+    trainer.evaluate()
+    assert torch.equal(trainer.agent.generator.get_state(), training_rng)
+    assert len(first) == len(taken)
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(taken))
+    trainer.cfg.task.eval_seed += 1  # the noise does come from the seed
+    taken[:] = []
+    trainer.eval_env.close()
+    trainer._eval_env = None
+    trainer.evaluate()
+    assert not np.array_equal(np.concatenate(first)[:4], np.concatenate(taken)[:4])
+    trainer.close()
