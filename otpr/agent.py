@@ -21,6 +21,7 @@ uniform    1                                            BC-style fine-tuning on 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -163,10 +164,9 @@ class OTPRAgent:
         return torch.where(adv < 0, 1.0 - tau, tau)
 
     # ------------------------------------------------------------------ acting
-    def sample_fn(self, obs: Tensor, n: int) -> Tensor:
-        return self.policy.sample(obs, num_samples=n, generator=self.generator)
+    def sample_fn(self, generator: torch.Generator) -> Callable[[Tensor, int], Tensor]:
+        """``(obs, n) -> n candidate chunks per state``, drawing noise from ``generator``."""
 
-    def _eval_sample_fn(self, generator: torch.Generator) -> Any:
         def sample(obs: Tensor, n: int) -> Tensor:
             return self.policy.sample(obs, num_samples=n, generator=generator)
 
@@ -188,7 +188,7 @@ class OTPRAgent:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         if explore:
             sampler = CompatibilitySampler(
-                self.sample_fn,
+                self.sample_fn(self.generator),
                 self.candidate_weights,
                 num_samples=a.num_samples,
                 mode=a.sample_mode,
@@ -196,7 +196,7 @@ class OTPRAgent:
                 generator=self.generator,
             )
         else:
-            sample_fn = self.sample_fn if generator is None else self._eval_sample_fn(generator)
+            sample_fn = self.sample_fn(self.generator if generator is None else generator)
             if a.eval_mode == "best":
                 sampler = CompatibilitySampler(
                     sample_fn, self.candidate_weights, a.eval_num_samples, mode="argmax"
