@@ -19,6 +19,8 @@ or from ``--policy``, e.g. the BC checkpoint) and prints:
    accumulates in closed loop (e.g. a gripper that closes early).
 3. Out-of-range observations: the fraction of online observations with a normalised dimension
    beyond +-3 (demo observations lie in [-1, 1]), and those dimensions.
+
+It writes nothing to the run but a ``diagnose/`` folder for the loader's own log.
 """
 
 from __future__ import annotations
