@@ -10,6 +10,7 @@ spaces.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -149,12 +150,9 @@ def guided_cost(
             f"guided_cost: q_cost must be [n, m] = [{states.shape[0]}, {actions.shape[0]}], got "
             f"{tuple(q_cost.shape)}"
         )
-    _check_pairs(key_states, key_actions)
-    g = js_divergence(
-        relation_vectors(states, key_states, rho, distance),
-        relation_vectors(actions, key_actions, rho, distance),
+    return _mix(
+        q_cost, states, actions, key_states, key_actions, alpha, rho, distance, js_divergence
     )
-    return (1.0 - alpha) * q_cost + alpha * g.to(q_cost.dtype)
 
 
 def guided_cost_paired(
@@ -174,8 +172,25 @@ def guided_cost_paired(
             f"guided_cost_paired: need q_cost [k], states [k, ds], actions [k, da], got "
             f"{tuple(q_cost.shape)}, {tuple(states.shape)}, {tuple(actions.shape)}"
         )
+    return _mix(
+        q_cost, states, actions, key_states, key_actions, alpha, rho, distance, js_divergence_paired
+    )
+
+
+def _mix(
+    q_cost: Tensor,
+    states: Tensor,
+    actions: Tensor,
+    key_states: Tensor,
+    key_actions: Tensor,
+    alpha: float,
+    rho: float,
+    distance: Distance,
+    divergence: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """(1 - alpha) c_Q + alpha JS(R_s, R_a), the divergence pairwise or paired."""
     _check_pairs(key_states, key_actions)
-    g = js_divergence_paired(
+    g = divergence(
         relation_vectors(states, key_states, rho, distance),
         relation_vectors(actions, key_actions, rho, distance),
     )
