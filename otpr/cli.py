@@ -123,6 +123,64 @@ def _finetune(raw: DictConfig) -> None:
     _job(raw, ("finetune",))
 
 
+# What otpr-eval takes from the command line; everything else comes from the checkpoint.
+EVAL_SETTINGS = (
+    "task.eval_episodes",
+    "task.eval_seed",
+    "task.eval_num_envs",
+    "algo.eval_mode",
+    "algo.eval_num_samples",
+    "algo.guidance",
+    "algo.q_temperature",
+    "policy.sampler",
+    "policy.num_steps",
+    "policy.eta",
+    "device",
+    "threads",
+    "progress",
+)
+_RUN_KEYS = ("checkpoint", "run_dir", "resume", "tensorboard", "wandb", "debug")
+# A group selection (task=can, ot=unmasked) is compared by the field that tells groups apart.
+_GROUP_KEYS = {"task": "task.name", "algo": "algo.name", "policy": "policy.name", "ot": "ot.masked"}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for name in key.split("."):
+        cfg = cfg[name] if isinstance(cfg, dict) else getattr(cfg, name)
+    return cfg
+
+
+def eval_config(checkpoint_cfg: Config, overrides: Config, given: list[str]) -> Config:
+    """The config otpr-eval runs: the checkpoint's, with the evaluation settings given on the
+    command line (``EVAL_SETTINGS``: episodes, seeds, candidate selection, sampler) applied.
+
+    Any other given key must agree with the checkpoint: a setting that would change what was
+    trained (a task, a horizon, network widths) raises ``ConfigError`` naming it, instead of
+    being silently ignored.
+    """
+    cfg = checkpoint_cfg
+    for key in given:
+        if key in _RUN_KEYS or key.startswith("hydra"):
+            continue
+        if key in EVAL_SETTINGS:
+            group, _, name = key.rpartition(".")
+            target = _get(cfg, group) if group else cfg
+            setattr(target, name, _get(overrides, key))
+            continue
+        path = _GROUP_KEYS.get(key, key)
+        theirs, ours = _get(checkpoint_cfg, path), _get(overrides, path)
+        if theirs != ours:
+            raise ConfigError(
+                f"{key}={ours!r} differs from the checkpoint's {theirs!r}; a checkpoint is "
+                f"evaluated as it was trained, and only these may change: "
+                f"{', '.join(EVAL_SETTINGS)}"
+            )
+    # machine settings always come from this invocation
+    cfg.device, cfg.threads, cfg.progress = overrides.device, overrides.threads, overrides.progress
+    cfg.tensorboard = False
+    return cfg
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def _eval(raw: DictConfig) -> None:
     from otpr import checkpoint as ckpt_io
@@ -132,21 +190,11 @@ def _eval(raw: DictConfig) -> None:
     if raw.checkpoint is None:
         raise SystemExit("otpr-eval needs checkpoint=<run or checkpoint dir>")
     overrides = _to_config(raw)
-    cfg = from_dict(ckpt_io.read_config(overrides.checkpoint))
-    # evaluation settings given on the command line win over the checkpoint's
-    given = {o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-    for key in (
-        "task.eval_episodes",
-        "task.eval_seed",
-        "algo.eval_mode",
-        "algo.eval_num_samples",
-        "algo.guidance",
-        "algo.q_temperature",
-    ):
-        if key in given:
-            group, name = key.split(".")
-            setattr(getattr(cfg, group), name, getattr(getattr(overrides, group), name))
-    cfg.device, cfg.progress, cfg.tensorboard = overrides.device, overrides.progress, False
+    given = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    try:
+        cfg = eval_config(from_dict(ckpt_io.read_config(overrides.checkpoint)), overrides, given)
+    except ConfigError as err:
+        raise SystemExit(f"otpr-eval: {err}") from None
     run_dir = _run_dir(overrides)
     trainer = Trainer(cfg, run_dir)
     try:

@@ -51,3 +51,22 @@ def test_bad_override_names_the_key(tmp_path) -> None:
         timeout=120,
     )
     assert out.returncode != 0 and "guidence" in out.stderr + out.stdout
+
+
+def test_eval_config_applies_evaluation_settings_and_refuses_training_ones() -> None:
+    from otpr.cli import eval_config
+    from otpr.config import ConfigError
+
+    trained = OmegaConf.to_object(_compose("task=can", "task.horizon=8"))
+    given = ["task=can", "policy.eta=0", "policy.num_steps=20", "task.eval_episodes=7", "seed=0"]
+    overrides = OmegaConf.to_object(_compose(*given))
+    cfg = eval_config(trained, overrides, [g.split("=")[0] for g in given])
+    assert (cfg.policy.eta, cfg.policy.num_steps, cfg.task.eval_episodes) == (0.0, 20, 7)
+    assert cfg.task.horizon == 8 and cfg.tensorboard is False
+
+    # a training setting that differs from the checkpoint is an error naming it
+    for bad in ("task.horizon=4", "task=lift", "ot=unmasked", "policy.hidden=[64]"):
+        overrides = OmegaConf.to_object(_compose("task=can", bad))
+        trained = OmegaConf.to_object(_compose("task=can"))
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            eval_config(trained, overrides, ["task", bad.split("=")[0]])
