@@ -253,16 +253,35 @@ class OTPRAgent:
         flat_obs = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
         return flat_obs, cand.reshape(-1, *cand.shape[2:]), w.reshape(-1)
 
+    @torch.no_grad()
+    def in_support(self, obs: Tensor) -> Tensor:
+        """1 where every normalised observation dim of a state [B, T_o, D] lies within
+        ``algo.actor_obs_bound`` (the pretraining data span [-1, 1]), else 0; all ones if 0.
+
+        Beyond the data's span the pretrained score network is not self-consistent: on Can, its
+        DSM loss on its *own* samples at such states (a tipped can, a tilted gripper) is ~100x
+        the loss at in-span states (3.8 vs 0.033, docs/results.md), so those few pairs would
+        dominate every actor step and unlearn the in-span behaviour.
+        """
+        bound = self.cfg.algo.actor_obs_bound
+        if bound <= 0:
+            return torch.ones(obs.shape[0], device=obs.device)
+        inside = self.policy.normalizer.normalize_obs(obs).abs() <= bound
+        return inside.flatten(1).all(dim=1).float()
+
     def update_actor(
         self, obs: Tensor, actions: Tensor, weights: Tensor | None = None
     ) -> dict[str, float]:
         """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs.
 
-        ``weights=None`` weighs the pairs by the guidance (the ``replay`` variant).
+        ``weights=None`` weighs the pairs by the guidance (the ``replay`` variant). Pairs whose
+        state leaves the pretraining data's span (``in_support``) get weight 0.
         """
         if weights is None:
             weights = self.pair_weights(obs, actions)
         a = self.cfg.algo
+        in_support = self.in_support(obs)
+        weights = weights * in_support
         loss, info = self.policy.compute_dsm_loss(
             obs,
             actions,
@@ -275,6 +294,7 @@ class OTPRAgent:
         self.actor_optimizer.step()
         out = {k: v for k, v in info.items() if isinstance(v, (int, float))}
         out["actor/dsm"] = loss.item()
+        out["actor/in_support_frac"] = float(in_support.mean())
         out["actor/guidance_weight_mean"] = float(weights.mean())
         out["actor/guidance_nonzero_frac"] = float((weights > 0).float().mean())
         return out

@@ -35,7 +35,7 @@ class DemosConfig:
     num_episodes: int = 100
     """Episodes to record."""
     quality: str = "expert"
-    """expert | near_optimal | noisy | suboptimal | mixed."""
+    """expert | near_optimal | noisy | dart | suboptimal | mixed (otpr/demos.py)."""
     out: str | None = None
     """Output hdf5 path (default data/<task>_<quality>_n<N>_s<seed>.hdf5)."""
     seed: int = 1_000_000

@@ -41,7 +41,8 @@ class DemoConfig:
     num_episodes: int = 10
     """Episodes to generate when path is None."""
     quality: str = "noisy"
-    """Generated data quality preset: expert | near_optimal | noisy | suboptimal | mixed."""
+    """Generated data quality preset: expert | near_optimal | noisy | dart | suboptimal | mixed
+    (otpr/demos.py)."""
     action_noise: float | None = None
     """Override the preset's Gaussian action noise std (clipped actions)."""
     seed: int = 1_000_000
@@ -52,7 +53,7 @@ class DemoConfig:
         _one_of(
             self.quality,
             "task.demos.quality",
-            ("expert", "near_optimal", "noisy", "suboptimal", "mixed"),
+            ("expert", "near_optimal", "noisy", "dart", "suboptimal", "mixed"),
         )
         _check(self.num_episodes >= 1, "task.demos.num_episodes", "must be >= 1")
         if self.action_noise is not None:
@@ -249,6 +250,9 @@ class AlgoConfig:
     (policy iteration); the whole replay lags behind it."""
     demo_fraction: float = 0.25
     """Fraction of each actor batch drawn from the demos."""
+    actor_obs_bound: float = 1.5
+    """The actor fits only pairs whose normalised observation lies within +-bound in every dim
+    (the demos span [-1, 1]); 0 fits all. The critic and potentials still see every state."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0
@@ -287,6 +291,7 @@ class AlgoConfig:
         ):
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
         _check(self.actor_recent >= 0, "algo.actor_recent", "must be >= 0")
+        _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
         _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")

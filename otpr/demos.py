@@ -8,6 +8,7 @@ preset         action noise  jitter  detour prob  meaning
 expert         0.0           0.0     0.0          the scripted expert as is
 near_optimal   0.1           0.005   0.0          small execution noise
 noisy          0.3           0.0     0.0          the regime where BC is clearly imperfect
+dart           0.3           0.0     0.0          noisy execution, the clean action recorded
 suboptimal     0.5           0.02    0.02         noisy, with random detours
 mixed          --            --      --           ``mixture`` fraction of expert, rest suboptimal
 =============  ============  ======  ===========  ====================================
@@ -17,7 +18,10 @@ and :func:`demo_transitions` (demos as the chunk transitions the loop stores).
 
 Action noise is Gaussian, added to the *clipped* expert action and clipped again. A detour
 replaces the expert for ``detour_steps`` steps with one random constant action. ``jitter`` is the
-expert's own waypoint noise. The recorded actions are the executed (noisy) ones. Everything is
+expert's own waypoint noise. The recorded actions are the executed (noisy) ones, except with
+``record_clean`` (the ``dart`` preset): then the episode is driven by the noisy action but the
+expert's own action is recorded (DART, Laskey et al. 2017, "Noise injection for robust imitation
+learning"), so the data show the expert correcting from the states noise leads to. Everything is
 deterministic per ``seed``: episode ``i`` uses env seed ``seed + i`` and its own rng.
 """
 
@@ -41,8 +45,10 @@ PRESETS: dict[str, dict[str, float]] = {
     "expert": {"action_noise": 0.0, "jitter": 0.0, "detour_prob": 0.0},
     "near_optimal": {"action_noise": 0.1, "jitter": 0.005, "detour_prob": 0.0},
     "noisy": {"action_noise": 0.3, "jitter": 0.0, "detour_prob": 0.0},
+    "dart": {"action_noise": 0.3, "jitter": 0.0, "detour_prob": 0.0, "record_clean": True},
     "suboptimal": {"action_noise": 0.5, "jitter": 0.02, "detour_prob": 0.02},
 }
+QUALITIES = (*PRESETS, "mixed")
 
 
 @dataclass
@@ -53,11 +59,12 @@ class Quality:
     jitter: float = 0.0
     detour_prob: float = 0.0
     detour_steps: int = 10
+    record_clean: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Quality:
         if name not in PRESETS:
-            raise ValueError(f"quality must be one of {sorted(PRESETS) + ['mixed']}, got {name!r}")
+            raise ValueError(f"quality must be one of {list(QUALITIES)}, got {name!r}")
         knobs = dict(PRESETS[name])
         knobs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**knobs)
@@ -95,7 +102,7 @@ def rollout_expert(
     success = False
     detour_left, detour_action = 0, None
     while True:
-        action = np.clip(expert.act(obs), low, high)
+        action = clean = np.clip(expert.act(obs), low, high)
         if detour_left == 0 and quality.detour_prob > 0 and rng.random() < quality.detour_prob:
             detour_left, detour_action = quality.detour_steps, rng.uniform(low, high)
         if detour_left > 0:
@@ -106,7 +113,7 @@ def rollout_expert(
             )
         next_obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
         rows["obs"].append(obs)
-        rows["actions"].append(action)
+        rows["actions"].append(clean if quality.record_clean else action)
         rows["rewards"].append(reward)
         rows["dones"].append(terminated)
         success |= bool(info.get("success", False))

@@ -37,3 +37,22 @@ def test_executed_part_and_guidance_shapes() -> None:
     w = agent.candidate_weights(obs, cand)
     assert w.shape == (5, 3)
     assert torch.isclose(w[:, :, None], torch.tensor([0.3, 0.7])).any(-1).all()
+
+
+def test_actor_ignores_pairs_outside_the_data_span() -> None:
+    agent = _agent(guidance="uniform", actor_obs_bound=1.5)
+    lo, hi = agent.policy.normalizer.obs_min, agent.policy.normalizer.obs_max
+    inside = ((lo + hi) / 2).expand(4, 1, 39).clone()
+    outside = inside.clone()
+    outside[:, 0, 7] = hi[7] + 2.0 * (hi[7] - lo[7])  # normalised ~ 5 in one dim
+    assert agent.in_support(torch.cat([inside, outside])).tolist() == [1.0] * 4 + [0.0] * 4
+    # a step on out-of-span pairs only changes nothing: their weight is zero
+    before = [p.clone() for p in agent.policy.parameters()]
+    info = agent.update_actor(outside, torch.rand(4, 4, 4) * 2 - 1)
+    assert info["actor/in_support_frac"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+    info = agent.update_actor(inside, torch.rand(4, 4, 4) * 2 - 1)
+    assert not all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+    # bound 0 keeps every pair
+    agent.cfg.algo.actor_obs_bound = 0.0
+    assert agent.in_support(outside).tolist() == [1.0] * 4

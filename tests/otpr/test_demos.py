@@ -47,6 +47,25 @@ def test_noise_lowers_demo_quality() -> None:
     assert mean_len(noisy) > mean_len(clean)  # noise and detours slow the expert down
 
 
+def test_dart_executes_the_noisy_action_and_records_the_clean_one() -> None:
+    import envs
+
+    noisy = generate_demos("reach-v3", 2, "noisy", seed=5, env_kwargs=SPARSE, progress=False)
+    dart = generate_demos("reach-v3", 2, "dart", seed=5, env_kwargs=SPARSE, progress=False)
+    for en, ed in zip(noisy, dart):
+        np.testing.assert_array_equal(en.obs, ed.obs)  # the same noisy execution
+        assert not np.allclose(en.actions, ed.actions)
+    # the recorded action is the expert's own (stateless for Meta-World) at each visited state
+    env = envs.make_single("reach-v3", 5, **SPARSE)
+    expert = envs.make_expert("reach-v3")
+    env.reset(seed=5)
+    expert.reset(env, np.random.default_rng(5))
+    low, high = env.action_space.low, env.action_space.high
+    for obs, recorded in zip(dart[0].obs, dart[0].actions):
+        np.testing.assert_allclose(recorded, np.clip(expert.act(obs), low, high), atol=1e-6)
+    env.close()
+
+
 @pytest.mark.robosuite
 def test_robomimic_demos_keep_the_key_layout(tmp_path) -> None:
     pytest.importorskip("robosuite")
