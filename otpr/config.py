@@ -253,6 +253,10 @@ class AlgoConfig:
     actor_obs_bound: float = 1.5
     """The actor fits only pairs whose normalised observation lies within +-bound in every dim
     (the demos span [-1, 1]); 0 fits all. The critic and potentials still see every state."""
+    success_to_demos: bool = False
+    """Successful online episodes join the demos the actor's demo part draws from
+    (self-imitation: their (state, chunk) pairs anchor the policy as the demos do). The critic,
+    the potentials and their keypoints are unchanged."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0

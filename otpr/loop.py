@@ -78,6 +78,7 @@ class Trainer:
             "pretrain_steps": 0,
             "wall_time_s": 0.0,
             "evals": [],
+            "success_ids": [],
         }
         self.logger = MetricsLogger(
             self.run_dir, cfg.tensorboard, to_dict(cfg) if cfg.wandb else None
@@ -86,6 +87,7 @@ class Trainer:
         self._eval_env = None
         self._obs: np.ndarray | None = None
         self._ep_return: np.ndarray | None = None
+        self._ep_ids: list[list[int]] = []
         self._t0 = time.time()
         self._wall_at_start = 0.0
 
@@ -117,6 +119,7 @@ class Trainer:
             self._train_env = self._make_env(n, seed)
             self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state["episodes"])
             self._ep_return = np.zeros(n)
+            self._ep_ids = [[] for _ in range(n)]
         return self._train_env
 
     @property
@@ -187,6 +190,7 @@ class Trainer:
         if ts["replay"] is not None:
             self.buffer.load_state_dict(ts["replay"])
         self.state = ts["loop"]
+        self.state.setdefault("success_ids", [])  # checkpoints from before success_to_demos
         self._wall_at_start = float(self.state.get("wall_time_s", 0.0))
         self._t0 = time.time()
         self.logger.truncate_after(self.state["env_steps"])
@@ -305,7 +309,12 @@ class Trainer:
                     true_next[i] = infos["final_obs"][i]
                     successes.append(float(fin["success"][i]))
                     returns.append(self._ep_return[i] + reward[i])
+                    if a.success_to_demos and fin["success"][i]:
+                        self.state["success_ids"].extend(self._ep_ids[i])
+                    self._ep_ids[i] = []
             disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
+            for i in range(len(done)):
+                self._ep_ids[i].append(self.buffer.total_added + i)
             self.buffer.add(
                 obs=self._obs,
                 actions=actions,
@@ -328,6 +337,25 @@ class Trainer:
 
     def _batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:
         return self.buffer.sample(size, self.rng, self.agent.device, recent=recent)
+
+    def _demo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(obs, chunk) pairs drawn uniformly from the demo windows and, with
+        ``algo.success_to_demos``, the replay pairs of successful online episodes."""
+        ids = self.state["success_ids"]
+        if ids and self.buffer.total_added - ids[0] > self.buffer.capacity:
+            # drop pairs the ring buffer has overwritten (ids are in insertion order)
+            oldest = self.buffer.total_added - self.buffer.capacity
+            self.state["success_ids"] = ids = [k for k in ids if k >= oldest]
+        num_demo = len(self.demo_obs)
+        idx = self.rng.integers(0, num_demo + len(ids), size)
+        own = idx >= num_demo
+        obs = torch.as_tensor(self.demo_obs[np.where(own, 0, idx)])
+        act = torch.as_tensor(self.demo_act[np.where(own, 0, idx)])
+        if own.any():
+            rows = np.asarray(ids)[idx[own] - num_demo] % self.buffer.capacity
+            obs[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["obs"][rows])
+            act[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["actions"][rows])
+        return obs, act
 
     def update(self) -> dict[str, float]:
         """Critic and potentials, then (after warm-up) the actor."""
@@ -364,9 +392,8 @@ class Trainer:
                 batch = self._batch(n_own, recent=a.actor_recent)
                 obs, act, w = batch["obs"], batch["actions"], None
             if n_demo:
-                idx = torch.as_tensor(self.rng.integers(0, len(self.demo_obs), n_demo))
-                d_obs = torch.as_tensor(self.demo_obs)[idx].to(obs.device)
-                d_act = torch.as_tensor(self.demo_act)[idx].to(act.device)
+                d_obs, d_act = self._demo_batch(n_demo)
+                d_obs, d_act = d_obs.to(obs.device), d_act.to(act.device)
                 obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
                 if w is not None:
                     w = torch.cat([w, self.agent.pair_weights(d_obs, d_act)])

@@ -153,3 +153,38 @@ def test_evaluation_is_a_function_of_the_weights(tmp_path: Path, monkeypatch) ->
     trainer.evaluate()
     assert not np.array_equal(np.concatenate(first)[:4], np.concatenate(taken)[:4])
     trainer.close()
+
+
+def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None:
+    """With algo.success_to_demos, the replay rows of successful episodes (and only those)
+    become demo pairs for the actor; a failing env member contributes none."""
+    import envs
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, success_to_demos=True)
+    cfg.algo.steps_per_iter = 40  # apply_debug caps it at 10
+    cfg.task.max_episode_steps = 150
+    trainer = Trainer(cfg, tmp_path / "s")
+    n, h = cfg.task.num_envs, cfg.task.horizon
+    expert = envs.make_expert("reach-v3")
+
+    def scripted(obs, explore, generator=None):
+        chunk = np.stack([expert.act(o[-1]) for o in obs])[:, None].repeat(h, 1)
+        chunk[1:] = 0.0  # member 0 follows the expert, the others stand still and fail
+        return chunk, {}
+
+    monkeypatch.setattr(trainer.agent, "act", scripted)
+    first_online = trainer.buffer.total_added
+    trainer.collect()
+    ids = np.asarray(trainer.state["success_ids"])
+    assert len(ids) > 0
+    assert set((ids - first_online) % n) == {0}  # only member 0's rows
+    assert trainer.buffer.data["terminated"][ids % trainer.buffer.capacity].sum() >= 1
+    # the actor's demo part now draws those rows as well as the demo windows
+    obs, act = trainer._demo_batch(2000)
+    own = trainer.buffer.data["actions"][ids % trainer.buffer.capacity]
+    drawn = act.numpy()
+    from_replay = [any(np.array_equal(a, b) for b in own) for a in drawn[:200]]
+    assert 0 < sum(from_replay) < 200
+    trainer.close()
