@@ -178,8 +178,13 @@ class Trainer:
         ckpt_io.load_modules(ckpt, self.agent.modules())
         self._set_keypoints()
         if weights_only:
+            # keep the pretrained evaluation only if it was measured as this run measures
             loop = ckpt_io.read_loop_state(ckpt)
-            self.state["evals"] = [e for e in loop.get("evals", []) if e["env_steps"] == 0]
+            self.state["evals"] = [
+                e
+                for e in loop.get("evals", [])
+                if e["env_steps"] == 0 and e.get("eval_settings") == self.eval_settings()
+            ]
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)
@@ -232,6 +237,20 @@ class Trainer:
         self.save()
         return result
 
+    def eval_settings(self) -> dict[str, Any]:
+        """What an evaluation's number depends on besides the weights (stored with each record,
+        so a fine-tuning run re-measures a pretrained level taken under other settings)."""
+        t, a, p = self.cfg.task, self.cfg.algo, self.cfg.policy
+        return {
+            "protocol": 2,  # 2: policy noise seeded from eval_seed (session 3)
+            "eval_seed": t.eval_seed,
+            "eval_episodes": t.eval_episodes,
+            "eval_mode": a.eval_mode,
+            "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
+            "sampler": [p.sampler, p.num_steps, p.eta],
+            "max_episode_steps": t.max_episode_steps,
+        }
+
     def evaluate(self) -> dict[str, float]:
         """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds
         (env and policy noise both seeded from ``task.eval_seed``)."""
@@ -274,7 +293,7 @@ class Trainer:
             "eval/episodes": len(results),
         }
         record = {"env_steps": self.state["env_steps"], "iteration": self.state["iteration"], **out}
-        self.state["evals"].append(record)
+        self.state["evals"].append(dict(record, eval_settings=self.eval_settings()))
         self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"])
         return out
 

@@ -188,3 +188,21 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
     from_replay = [any(np.array_equal(a, b) for b in own) for a in drawn[:200]]
     assert 0 < sum(from_replay) < 200
     trainer.close()
+
+
+def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path, monkeypatch):
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    cfg.algo.iterations = 0
+    run(cfg, tmp_path / "bc")  # pretrain + its evaluation
+    same = Trainer(cfg, tmp_path / "a")
+    same.restore(tmp_path / "bc", weights_only=True)
+    assert [e["env_steps"] for e in same.state["evals"]] == [0]
+    same.close()
+    cfg.task.eval_seed += 1  # another evaluation range: the level must be re-measured
+    other = Trainer(cfg, tmp_path / "b")
+    other.restore(tmp_path / "bc", weights_only=True)
+    assert other.state["evals"] == []
+    other.close()
