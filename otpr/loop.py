@@ -6,7 +6,9 @@ One iteration (OTPR Algorithm 1, with the potentials warm-started instead of reb
               one resampled by the guidance weights, T_a of its H actions executed
     critic    critic_updates_per_iter IQL steps on replay        (every iteration)
     ot        ot.steps_per_iter dual steps on replay states x actions   (every iteration, H only)
-    actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs
+    actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs; pairs
+              whose state leaves the demos' span are skipped; with success_to_demos the
+              demo part also draws pairs of successful online episodes
     eval      every eval_every iterations, on a fixed evaluation seed range
 
 Resume: a run directory that holds ``checkpoints/last`` continues from it (networks,
