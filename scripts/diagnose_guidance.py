@@ -19,6 +19,11 @@ or from ``--policy``, e.g. the BC checkpoint) and prints:
    accumulates in closed loop (e.g. a gripper that closes early).
 3. Out-of-range observations: the fraction of online observations with a normalised dimension
    beyond +-3 (demo observations lie in [-1, 1]), and those dimensions.
+4. Self-consistency: the policy's DSM loss on demo windows, on recent online replay pairs whose
+   state is within ``algo.actor_obs_bound`` of the demos' span and on those beyond it, and on
+   its own fresh samples at the same states. A loss far above the demos' on its *own* samples
+   means the network is extrapolating there, and fitting those pairs would swamp the actor's
+   steps (why ``algo.actor_obs_bound`` exists).
 
 It writes nothing to the run but a ``diagnose/`` folder for the loader's own log.
 """
@@ -136,6 +141,32 @@ def main() -> None:
             f"3. online observations with a normalised dim beyond +-3: {far.any(1).mean():.2f}"
             f" (dims over 5%: {dims.tolist()})"
         )
+        # 4. is the policy consistent with itself where the actor would learn?
+        rows = np.flatnonzero(online)[-args.states * 4 :]
+        o, a_replay = obs[rows], acts[rows]
+        inside = agent.in_support(o).bool()
+        with torch.no_grad():
+            fresh = agent.policy.sample(o, 1, generator=gen)[:, 0]
+        d_rows = torch.linspace(0, len(demo_obs) - 1, len(rows)).long()
+
+        def dsm(x: torch.Tensor, y: torch.Tensor) -> float:
+            if len(x) == 0:
+                return float("nan")
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                return float(
+                    np.mean([agent.policy.compute_dsm_loss(x, y, generator=g)[0] for _ in range(8)])
+                )
+
+        bound = cfg.algo.actor_obs_bound
+        print(f"4. policy DSM loss (8 noise draws; in span = every dim within +-{bound}):")
+        demo_act = torch.as_tensor(trainer.demo_act)
+        print(f"   demo windows {dsm(demo_obs[d_rows], demo_act[d_rows]):.4f}")
+        for name, m in (("in span", inside), ("out of span", ~inside)):
+            print(
+                f"   online {name:12s} ({float(m.float().mean()):.2f}): replay pairs "
+                f"{dsm(o[m], a_replay[m]):.4f}, own fresh samples {dsm(o[m], fresh[m]):.4f}"
+            )
     trainer.close()
 
 
