@@ -246,12 +246,38 @@ def _report(raw: DictConfig) -> None:
         raise SystemExit("otpr-report needs run_dir=<run> or runs=[<run>,<run>,...]")
     for run in runs:
         path = Path(run) / "summary.json"
-        if not path.exists():
-            raise SystemExit(f"{path}: not found (is {run} a run directory?)")
-        written = write_report(run, json.loads(path.read_text()))
+        if path.exists():
+            summary = json.loads(path.read_text())
+        elif (Path(run) / "checkpoints" / "last").exists():
+            summary = _summary_of_stopped_run(Path(run))
+        else:
+            raise SystemExit(f"{path}: not found, nor {run}/checkpoints/last (a run directory?)")
+        written = write_report(run, summary)
         print(f"{run}: " + ", ".join(str(p) for p in written.values()))
     if len(runs) > 1 or cfg.out:
         print("wrote", compare(runs, cfg.out or "compare.png"))
+
+
+def _summary_of_stopped_run(run: Path) -> dict[str, Any]:
+    """The summary of a run that stopped before writing one, from its last checkpoint."""
+    import tempfile
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.config import from_dict
+    from otpr.loop import Trainer
+
+    cfg = from_dict(ckpt_io.read_config(run))
+    cfg.tensorboard, cfg.progress = False, False
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(cfg, scratch)  # no envs are made; the run dir is left alone
+        try:
+            trainer.state = ckpt_io.read_loop_state(run)
+            summary = trainer.summary()
+        finally:
+            trainer.close()
+    summary["wall_time_s"] = round(float(trainer.state.get("wall_time_s", 0.0)), 1)
+    summary["stopped_early"] = trainer.state["iteration"] < cfg.algo.iterations
+    return summary
 
 
 def report_main() -> None:

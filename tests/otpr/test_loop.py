@@ -206,3 +206,17 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
     other.restore(tmp_path / "bc", weights_only=True)
     assert other.state["evals"] == []
     other.close()
+
+
+def test_a_stopped_run_still_gets_a_report(tmp_path: Path, monkeypatch) -> None:
+    from otpr.cli import _summary_of_stopped_run
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
+    finished = run(cfg, tmp_path / "r")
+    (tmp_path / "r" / "summary.json").unlink()  # as if killed before writing it
+    rebuilt = _summary_of_stopped_run(tmp_path / "r")
+    for key in ("pretrained_success", "final_success", "env_steps", "iterations", "num_demos"):
+        assert rebuilt[key] == finished[key], key
+    assert rebuilt["stopped_early"] is False and rebuilt["wall_time_s"] > 0
