@@ -259,9 +259,10 @@ class OTPRAgent:
         ``algo.actor_obs_bound`` (the pretraining data span [-1, 1]), else 0; all ones if 0.
 
         Beyond the data's span the pretrained score network is not self-consistent: on Can, its
-        DSM loss on its *own* samples at such states (a tipped can, a tilted gripper) is ~100x
-        the loss at in-span states (3.8 vs 0.033, docs/results.md), so those few pairs would
-        dominate every actor step and unlearn the in-span behaviour.
+        DSM loss on its *own* samples at such states (a tipped can, a tilted gripper) is ~200x
+        the loss at in-span states (6.67 vs 0.035; docs/results.md section 2d, printed by
+        ``scripts/diagnose_guidance.py``), so those few pairs would dominate every actor step
+        and unlearn the in-span behaviour.
         """
         bound = self.cfg.algo.actor_obs_bound
         if bound <= 0:

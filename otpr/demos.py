@@ -41,7 +41,7 @@ import envs
 from otpr.config import Config
 from otpr.data import DemoDataset, Episode, make_windows, write_robomimic_hdf5
 
-PRESETS: dict[str, dict[str, float]] = {
+PRESETS: dict[str, dict[str, float | bool]] = {
     "expert": {"action_noise": 0.0, "jitter": 0.0, "detour_prob": 0.0},
     "near_optimal": {"action_noise": 0.1, "jitter": 0.005, "detour_prob": 0.0},
     "noisy": {"action_noise": 0.3, "jitter": 0.0, "detour_prob": 0.0},
