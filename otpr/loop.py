@@ -373,7 +373,7 @@ class Trainer:
         obs = torch.as_tensor(self.demo_obs[np.where(own, 0, idx)])
         act = torch.as_tensor(self.demo_act[np.where(own, 0, idx)])
         if own.any():
-            rows = np.asarray(ids)[idx[own] - num_demo] % self.buffer.capacity
+            rows = np.array([ids[k] for k in idx[own] - num_demo]) % self.buffer.capacity
             obs[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["obs"][rows])
             act[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["actions"][rows])
         return obs, act
