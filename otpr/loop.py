@@ -247,6 +247,7 @@ class Trainer:
             "protocol": 2,  # 2: policy noise seeded from eval_seed (session 3)
             "eval_seed": t.eval_seed,
             "eval_episodes": t.eval_episodes,
+            "eval_num_envs": t.eval_num_envs,  # member i runs seed + i: which episodes are drawn
             "eval_mode": a.eval_mode,
             "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
             "sampler": [p.sampler, p.num_steps, p.eta],
