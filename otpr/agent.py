@@ -33,6 +33,7 @@ from envs.base import TaskSpec
 from otpr.config import Config, PolicyConfig
 from otpr.sampler import CompatibilitySampler
 from policies.diffusion import DiffusionPolicy
+from policies.ema import EMA
 from policies.networks import ResidualMLPScoreNet, TemporalUnet1D
 from policies.sde import VPSDE
 from potentials.neural import NeuralPotentials
@@ -119,7 +120,21 @@ class OTPRAgent:
             device=cfg.device,
         )
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=a.actor_lr)
+        # The averaged copy shares the normaliser: it is fitted once, on the demos, for both.
+        self.ema = EMA(self.policy, a.ema_decay) if a.ema_decay > 0 else None
+        if self.ema is not None:
+            self.ema.model.normalizer = self.policy.normalizer
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    @property
+    def acting_policy(self) -> DiffusionPolicy:
+        """The weights that act (collection, evaluation, resampled targets): the EMA copy when
+        ``algo.ema_decay > 0``, else the trained network itself."""
+        return self.policy if self.ema is None else self.ema.model
+
+    def _after_policy_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.policy)
 
     # ------------------------------------------------------------------ representations
     def state(self, obs: Tensor) -> Tensor:
@@ -168,7 +183,7 @@ class OTPRAgent:
         """``(obs, n) -> n candidate chunks per state``, drawing noise from ``generator``."""
 
         def sample(obs: Tensor, n: int) -> Tensor:
-            return self.policy.sample(obs, num_samples=n, generator=generator)
+            return self.acting_policy.sample(obs, num_samples=n, generator=generator)
 
         return sample
 
@@ -215,6 +230,7 @@ class OTPRAgent:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        self._after_policy_step()
         out = {"pretrain/dsm": loss.item()}
         out.update({f"pretrain/{k.split('/')[-1]}": v for k, v in info.items() if "/" in k})
         return out
@@ -246,7 +262,7 @@ class OTPRAgent:
         fits pi'(a|s) ~ pi(a|s) w(s, a).
         """
         num = self.cfg.algo.num_samples
-        cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
+        cand = self.acting_policy.sample(obs, num_samples=num, generator=self.generator)
         w = self.candidate_weights(obs, cand)
         total = w.sum(dim=1, keepdim=True)
         w = torch.where(total > 0, w * num / total.clamp_min(1e-30), torch.ones_like(w))
@@ -293,6 +309,7 @@ class OTPRAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
+        self._after_policy_step()
         out = {k: v for k, v in info.items() if isinstance(v, (int, float))}
         out["actor/dsm"] = loss.item()
         out["actor/in_support_frac"] = float(in_support.mean())
@@ -302,16 +319,24 @@ class OTPRAgent:
 
     # ------------------------------------------------------------------ state
     def modules(self) -> dict[str, torch.nn.Module]:
-        """Networks saved as safetensors in checkpoints."""
-        return {"policy": self.policy, "critic": self.critic, "potentials": self.potentials}
+        """Networks saved as safetensors in checkpoints (``policy_ema``: the acting weights
+        when ``algo.ema_decay > 0``)."""
+        out = {"policy": self.policy, "critic": self.critic, "potentials": self.potentials}
+        if self.ema is not None:
+            out["policy_ema"] = self.ema.model
+        return out
 
     def optimizers(self) -> dict[str, Any]:
-        return {
+        """Objects with ``state_dict`` / ``load_state_dict`` kept in ``training_state``."""
+        out: dict[str, Any] = {
             "actor": self.actor_optimizer,
             "critic_q": self.critic.q_optimizer,
             "critic_v": self.critic.v_optimizer,
             "potentials": self.potentials.optimizer,
         }
+        if self.ema is not None:
+            out["policy_ema"] = self.ema
+        return out
 
 
 def finite_or_raise(metrics: dict[str, float]) -> dict[str, float]:

@@ -8,6 +8,7 @@ Layout of ``<run_dir>/checkpoints/``::
         policy.safetensors     network weights, normalizer statistics included
         critic.safetensors
         potentials.safetensors
+        policy_ema.safetensors the averaged policy weights that act (only if algo.ema_decay > 0)
         training_state/
             optimizers.pt      optimizer states (and any scheduler)
             rng.pt             python, numpy, torch and agent generator RNG states
@@ -177,7 +178,8 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any]:
 
 
 def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
-    """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights)."""
+    """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights): the
+    weights that acted, i.e. ``policy_ema`` when the run kept an average, else ``policy``."""
     from otpr.agent import build_policy
     from otpr.config import from_dict
 
@@ -192,6 +194,8 @@ def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
         cfg.task.horizon,
         device,
     )
-    load_modules(ckpt, {"policy": policy})
+    # the acting weights: the EMA average when the run kept one
+    name = "policy_ema" if (ckpt / "policy_ema.safetensors").exists() else "policy"
+    load_modules(ckpt, {name: policy})
     policy.eval()
     return policy

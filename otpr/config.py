@@ -237,6 +237,9 @@ class AlgoConfig:
     """Actor batch size (replay part + demo part)."""
     actor_lr: float = 3e-4
     """Actor learning rate during fine-tuning."""
+    ema_decay: float = 0.0
+    """EMA of the policy's weights over pretraining and actor steps (0: off). The averaged
+    copy acts (collection, evaluation) and is what ``load_policy`` returns."""
     actor_targets: str = "replay"
     """What the actor fits. replay: the replay's (s, a) pairs weighted by H(s, a). resampled
     (OTPR sec. 4.4): for replay states, L fresh candidates of the current policy weighted by H
@@ -296,6 +299,7 @@ class AlgoConfig:
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
         _check(self.actor_recent >= 0, "algo.actor_recent", "must be >= 0")
         _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
+        _check(0.0 <= self.ema_decay < 1.0, "algo.ema_decay", "must be in [0, 1) (0: off)")
         _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")

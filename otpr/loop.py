@@ -177,7 +177,20 @@ class Trainer:
                     f"{ckpt}: checkpoint {key}={meta[key]} does not match task "
                     f"{self.cfg.task.name!r} ({getattr(self.spec, key)})"
                 )
-        ckpt_io.load_modules(ckpt, self.agent.modules())
+        modules = self.agent.modules()
+        ema = self.agent.ema
+        if ema is not None and not (ckpt / "policy_ema.safetensors").exists():
+            if not weights_only:
+                raise ValueError(
+                    f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
+                    f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
+                )
+            del modules["policy_ema"]  # a pretrained policy without an average: start one here
+        ckpt_io.load_modules(ckpt, modules)
+        if ema is not None and "policy_ema" not in modules:
+            ema.reset_to(self.agent.policy)
+        elif ema is not None and weights_only:
+            ema.end_warmup()  # the loaded average already holds the pretraining steps
         self._set_keypoints()
         if weights_only:
             # keep the pretrained evaluation only if it was measured as this run measures
@@ -243,7 +256,7 @@ class Trainer:
         """What an evaluation's number depends on besides the weights (stored with each record,
         so a fine-tuning run re-measures a pretrained level taken under other settings)."""
         t, a, p = self.cfg.task, self.cfg.algo, self.cfg.policy
-        return {
+        settings = {
             "protocol": 2,  # 2: policy noise seeded from eval_seed (session 3)
             "eval_seed": t.eval_seed,
             "eval_episodes": t.eval_episodes,
@@ -253,6 +266,9 @@ class Trainer:
             "sampler": [p.sampler, p.num_steps, p.eta],
             "max_episode_steps": t.max_episode_steps,
         }
+        if a.ema_decay > 0:  # the averaged weights act (absent: the trained ones, as before)
+            settings["ema_decay"] = a.ema_decay
+        return settings
 
     def evaluate(self) -> dict[str, float]:
         """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds
@@ -267,7 +283,7 @@ class Trainer:
         done_count = np.zeros(n, int)
         ret = np.zeros(n)
         results: list[tuple[int, int, float, float, float]] = []
-        self.agent.policy.eval()
+        self.agent.acting_policy.eval()
         while (done_count < quota).any():
             actions, _ = self.agent.act(obs, explore=False, generator=generator)
             obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
@@ -286,7 +302,7 @@ class Trainer:
                     )
                     done_count[i] += 1
                 ret[i] = 0.0
-        self.agent.policy.train()
+        self.agent.acting_policy.train()
         results = sorted(results)[: t.eval_episodes]
         arr = np.asarray([r[2:] for r in results])
         out = {

@@ -220,3 +220,40 @@ def test_a_stopped_run_still_gets_a_report(tmp_path: Path, monkeypatch) -> None:
     for key in ("pretrained_success", "final_success", "env_steps", "iterations", "num_demos"):
         assert rebuilt[key] == finished[key], key
     assert rebuilt["stopped_early"] is False and rebuilt["wall_time_s"] > 0
+
+
+def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
+    """With algo.ema_decay the averaged copy acts, is saved as policy_ema and is what
+    load_policy returns; a fine-tune from a checkpoint without an average starts one there."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    plain = _cfg(tmp_path, iterations=0)
+    run(plain, tmp_path / "bc")  # pretrained, no average
+    cfg = _cfg(tmp_path, ema_decay=0.9, iterations=2, checkpoint_every=1)
+    trainer = Trainer(cfg, tmp_path / "ft")
+    trainer.restore(tmp_path / "bc", weights_only=True)
+    agent = trainer.agent
+    for avg, p in zip(agent.ema.model.parameters(), agent.policy.parameters(), strict=True):
+        torch.testing.assert_close(avg, p)  # started from the pretrained weights
+    assert agent.acting_policy is agent.ema.model
+    trainer.close()
+    cfg.checkpoint = str(tmp_path / "bc")
+    run(cfg, tmp_path / "ft")
+    ckpt = ckpt_io.resolve(tmp_path / "ft")
+    assert (ckpt / "policy_ema.safetensors").exists()
+    resumed = Trainer(cfg, tmp_path / "ft")
+    resumed.restore(tmp_path / "ft")
+    assert resumed.agent.ema.num_updates > 0  # the warm-up counter is training state
+    loaded = ckpt_io.load_policy(tmp_path / "ft")
+    avg = dict(resumed.agent.ema.model.named_parameters())
+    trained = dict(resumed.agent.policy.named_parameters())
+    differs = False
+    for name, p in loaded.named_parameters():
+        torch.testing.assert_close(p, avg[name])
+        differs |= not torch.equal(p, trained[name])
+    assert differs  # the average is not the trained network
+    resumed.close()
