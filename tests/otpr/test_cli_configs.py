@@ -70,3 +70,12 @@ def test_eval_config_applies_evaluation_settings_and_refuses_training_ones() -> 
         trained = OmegaConf.to_object(_compose("task=can"))
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             eval_config(trained, overrides, ["task", bad.split("=")[0]])
+
+
+def test_experiment_recipe_sets_the_groups_and_yields_to_the_command_line() -> None:
+    cfg = OmegaConf.to_object(_compose("experiment=can"))
+    assert cfg.task.name == "can" and cfg.task.obs_history == 2
+    assert cfg.policy.hidden == [512, 512, 512] and cfg.algo.ema_decay == 0.999
+    assert cfg.algo.success_to_demos and cfg.algo.num_samples == 1
+    cfg = OmegaConf.to_object(_compose("experiment=can", "task.demos.num_episodes=20", "seed=1"))
+    assert cfg.task.demos.num_episodes == 20 and cfg.seed == 1
