@@ -79,7 +79,9 @@ def main() -> None:
     trainer = Trainer(cfg, f"{args.run}/diagnose")
     trainer.restore(args.checkpoint)
     if args.policy:
-        ckpt_io.load_modules(ckpt_io.resolve(args.policy), {"policy": trainer.agent.policy})
+        src = ckpt_io.resolve(args.policy)  # its acting weights: the EMA ones if it kept them
+        name = "policy_ema" if (src / "policy_ema.safetensors").exists() else "policy"
+        ckpt_io.load_modules(src, {name: trainer.agent.acting_policy})
     agent, t = trainer.agent, cfg.task
     arrays = trainer.buffer.state_dict()["arrays"]
     num_demo = 0
@@ -115,7 +117,7 @@ def main() -> None:
     num = cfg.algo.num_samples
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        cand = agent.policy.sample(states, num, generator=gen)
+        cand = agent.acting_policy.sample(states, num, generator=gen)
         hc = agent.candidate_weights(states, cand)
         sc, ac = agent.state(states), agent.executed(cand)
         b, l, d = ac.shape
@@ -146,17 +148,17 @@ def main() -> None:
         o, a_replay = obs[rows], acts[rows]
         inside = agent.in_support(o).bool()
         with torch.no_grad():
-            fresh = agent.policy.sample(o, 1, generator=gen)[:, 0]
+            fresh = agent.acting_policy.sample(o, 1, generator=gen)[:, 0]
         d_rows = torch.linspace(0, len(demo_obs) - 1, len(rows)).long()
 
         def dsm(x: torch.Tensor, y: torch.Tensor) -> float:
             if len(x) == 0:
                 return float("nan")
             g = torch.Generator().manual_seed(1)
+            pol = agent.acting_policy
             with torch.no_grad():
-                return float(
-                    np.mean([agent.policy.compute_dsm_loss(x, y, generator=g)[0] for _ in range(8)])
-                )
+                losses = [pol.compute_dsm_loss(x, y, generator=g)[0] for _ in range(8)]
+            return float(np.mean(losses))
 
         bound = cfg.algo.actor_obs_bound
         print(f"4. policy DSM loss (8 noise draws; in span = every dim within +-{bound}):")
