@@ -246,16 +246,24 @@ def _report(raw: DictConfig) -> None:
         raise SystemExit("otpr-report needs run_dir=<run> or runs=[<run>,<run>,...]")
     for run in runs:
         path = Path(run) / "summary.json"
-        if path.exists():
-            summary = json.loads(path.read_text())
-        elif (Path(run) / "checkpoints" / "last").exists():
+        has_ckpt = (Path(run) / "checkpoints" / "last").exists()
+        summary = json.loads(path.read_text()) if path.exists() else None
+        if has_ckpt and (summary is None or _checkpoint_is_newer(Path(run), summary)):
             summary = _summary_of_stopped_run(Path(run))
-        else:
+        if summary is None:
             raise SystemExit(f"{path}: not found, nor {run}/checkpoints/last (a run directory?)")
         written = write_report(run, summary)
         print(f"{run}: " + ", ".join(str(p) for p in written.values()))
     if len(runs) > 1 or cfg.out:
         print("wrote", compare(runs, cfg.out or "compare.png"))
+
+
+def _checkpoint_is_newer(run: Path, summary: dict[str, Any]) -> bool:
+    """A run that finished, was extended (resumed with more iterations) and then stopped keeps
+    the first finish's summary.json; its last checkpoint is then further along."""
+    from otpr import checkpoint as ckpt_io
+
+    return ckpt_io.read_loop_state(run)["iteration"] > summary.get("iterations", 0)
 
 
 def _summary_of_stopped_run(run: Path) -> dict[str, Any]:

@@ -209,12 +209,15 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
 
 
 def test_a_stopped_run_still_gets_a_report(tmp_path: Path, monkeypatch) -> None:
-    from otpr.cli import _summary_of_stopped_run
+    from otpr.cli import _checkpoint_is_newer, _summary_of_stopped_run
 
     monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path)
     cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
     finished = run(cfg, tmp_path / "r")
+    assert not _checkpoint_is_newer(tmp_path / "r", finished)
+    # the summary of an earlier finish, before the run was extended and then killed
+    assert _checkpoint_is_newer(tmp_path / "r", dict(finished, iterations=1))
     (tmp_path / "r" / "summary.json").unlink()  # as if killed before writing it
     rebuilt = _summary_of_stopped_run(tmp_path / "r")
     for key in ("pretrained_success", "final_success", "env_steps", "iterations", "num_demos"):
