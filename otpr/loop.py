@@ -168,7 +168,8 @@ class Trainer:
         )
 
     def restore(self, path: str | Path, weights_only: bool = False) -> None:
-        """Load a checkpoint: weights only (start fine-tuning from a pretrained policy) or all."""
+        """Load a checkpoint: weights only (start fine-tuning from a pretrained policy, its acting
+        weights when this run keeps no average of its own) or all (resume)."""
         ckpt = ckpt_io.resolve(path)
         meta = ckpt_io.read_meta(ckpt)
         for key in ("obs_dim", "action_dim"):
@@ -186,6 +187,9 @@ class Trainer:
                     f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
                 )
             del modules["policy_ema"]  # a pretrained policy without an average: start one here
+        if ema is None and weights_only and (ckpt / "policy_ema.safetensors").exists():
+            # start from the weights that acted (and were evaluated), as load_policy returns
+            modules["policy_ema"] = modules.pop("policy")
         ckpt_io.load_modules(ckpt, modules)
         if ema is not None and "policy_ema" not in modules:
             ema.reset_to(self.agent.policy)

@@ -260,3 +260,9 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
         differs |= not torch.equal(p, trained[name])
     assert differs  # the average is not the trained network
     resumed.close()
+    # a fine-tune without an average starts from the weights that acted
+    plain_ft = Trainer(_cfg(tmp_path, iterations=2), tmp_path / "ft_plain")
+    plain_ft.restore(tmp_path / "ft", weights_only=True)
+    for name, p in plain_ft.agent.policy.named_parameters():
+        torch.testing.assert_close(p, avg[name])
+    plain_ft.close()
