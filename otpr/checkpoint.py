@@ -199,3 +199,62 @@ def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
     load_modules(ckpt, {name: policy})
     policy.eval()
     return policy
+
+
+class RunLock:
+    """One training process per run directory: ``<run_dir>/.lock`` holds ``pid host``.
+
+    A second process that would resume into a directory a live process is writing fails with
+    the holder's pid instead of interleaving checkpoints and metrics with it. A lock left by a
+    process that died (same host, pid gone) is taken over, so a killed run resumes as before.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        import socket
+
+        me = f"{os.getpid()} {socket.gethostname()}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(socket.gethostname()):
+                    raise RuntimeError(
+                        f"{self.path}: the run directory is in use by process "
+                        f"{self.path.read_text().strip()!r}; stop it first, or delete the lock "
+                        "file if that process is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return
+        raise RuntimeError(f"{self.path}: could not take the lock")
+
+    def _stale(self, host: str) -> bool:
+        try:
+            pid_text, holder_host = self.path.read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return True  # unreadable or half-written: no process can be holding it
+        if holder_host != host:
+            return False  # another machine: cannot tell, so do not take it
+        if pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

@@ -509,7 +509,13 @@ def run(
     """Run the configured stages in ``run_dir`` (resuming if it holds a checkpoint)."""
     from otpr.report import write_report
 
-    trainer = Trainer(cfg, run_dir)
+    lock = ckpt_io.RunLock(run_dir)
+    lock.acquire()
+    try:
+        trainer = Trainer(cfg, run_dir)
+    except BaseException:
+        lock.release()
+        raise
     try:
         (trainer.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
         has_ckpt = (trainer.run_dir / "checkpoints" / "last").exists()
@@ -533,6 +539,7 @@ def run(
         return summary
     finally:
         trainer.close()
+        lock.release()
 
 
 def _yaml(data: dict) -> str:
