@@ -509,36 +509,34 @@ def run(
     """Run the configured stages in ``run_dir`` (resuming if it holds a checkpoint)."""
     from otpr.report import write_report
 
-    lock = ckpt_io.RunLock(run_dir)
+    lock = ckpt_io.RunLock(run_dir)  # one training process per run directory
     lock.acquire()
     try:
         trainer = Trainer(cfg, run_dir)
-    except BaseException:
-        lock.release()
-        raise
-    try:
-        (trainer.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
-        has_ckpt = (trainer.run_dir / "checkpoints" / "last").exists()
-        if cfg.resume and has_ckpt:
-            trainer.restore(trainer.run_dir)
-        elif cfg.checkpoint is not None:
-            trainer.restore(cfg.checkpoint, weights_only=True)
-        if "pretrain" in stages and trainer.state["phase"] == "init":
-            trainer.pretrain()
-        if "finetune" in stages and cfg.algo.iterations > 0:
-            if trainer.state["phase"] == "init":
-                raise ValueError(
-                    "fine-tuning needs a pretrained policy: run the pretrain stage or pass "
-                    "checkpoint=<pretrained run dir>"
-                )
-            if not any(e["env_steps"] == 0 for e in trainer.state["evals"]):
-                trainer.evaluate()
-            trainer.finetune()
-        summary = trainer.summary()
-        write_report(trainer.run_dir, summary)
-        return summary
+        try:
+            (trainer.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
+            has_ckpt = (trainer.run_dir / "checkpoints" / "last").exists()
+            if cfg.resume and has_ckpt:
+                trainer.restore(trainer.run_dir)
+            elif cfg.checkpoint is not None:
+                trainer.restore(cfg.checkpoint, weights_only=True)
+            if "pretrain" in stages and trainer.state["phase"] == "init":
+                trainer.pretrain()
+            if "finetune" in stages and cfg.algo.iterations > 0:
+                if trainer.state["phase"] == "init":
+                    raise ValueError(
+                        "fine-tuning needs a pretrained policy: run the pretrain stage or pass "
+                        "checkpoint=<pretrained run dir>"
+                    )
+                if not any(e["env_steps"] == 0 for e in trainer.state["evals"]):
+                    trainer.evaluate()
+                trainer.finetune()
+            summary = trainer.summary()
+            write_report(trainer.run_dir, summary)
+            return summary
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
         lock.release()
 
 
