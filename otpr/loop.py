@@ -13,7 +13,8 @@ One iteration (OTPR Algorithm 1, with the potentials warm-started instead of reb
 
 Resume: a run directory that holds ``checkpoints/last`` continues from it (networks,
 optimizers, RNG states, replay, counters, metrics truncated to the checkpoint). Episodes that
-were in progress when the run stopped are restarted from a fresh reset.
+were in progress when the run stopped are restarted from a fresh reset. ``run`` holds the run
+directory's lock (``checkpoint.RunLock``) while it trains, so a second process is refused.
 """
 
 from __future__ import annotations
