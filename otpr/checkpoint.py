@@ -177,6 +177,12 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any]:
     return state
 
 
+def acting_weights(ckpt: str | Path) -> str:
+    """The module name whose weights acted in a checkpoint: ``policy_ema`` when the run kept an
+    average of the policy's weights (``algo.ema_decay > 0``), else ``policy``."""
+    return "policy_ema" if (resolve(ckpt) / "policy_ema.safetensors").exists() else "policy"
+
+
 def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
     """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights): the
     weights that acted, i.e. ``policy_ema`` when the run kept an average, else ``policy``."""
@@ -194,9 +200,7 @@ def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
         cfg.task.horizon,
         device,
     )
-    # the acting weights: the EMA average when the run kept one
-    name = "policy_ema" if (ckpt / "policy_ema.safetensors").exists() else "policy"
-    load_modules(ckpt, {name: policy})
+    load_modules(ckpt, {acting_weights(ckpt): policy})
     policy.eval()
     return policy
 

@@ -181,18 +181,19 @@ class Trainer:
                 )
         modules = self.agent.modules()
         ema = self.agent.ema
-        if ema is not None and not (ckpt / "policy_ema.safetensors").exists():
+        has_average = ckpt_io.acting_weights(ckpt) == "policy_ema"
+        if ema is not None and not has_average:
             if not weights_only:
                 raise ValueError(
                     f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
                     f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
                 )
             del modules["policy_ema"]  # a pretrained policy without an average: start one here
-        if ema is None and weights_only and (ckpt / "policy_ema.safetensors").exists():
+        if ema is None and weights_only and has_average:
             # start from the weights that acted (and were evaluated), as load_policy returns
             modules["policy_ema"] = modules.pop("policy")
         ckpt_io.load_modules(ckpt, modules)
-        if ema is not None and "policy_ema" not in modules:
+        if ema is not None and not has_average:
             ema.reset_to(self.agent.policy)
         elif ema is not None and weights_only:
             ema.end_warmup()  # the loaded average already holds the pretraining steps

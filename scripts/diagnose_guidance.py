@@ -79,9 +79,8 @@ def main() -> None:
     trainer = Trainer(cfg, f"{args.run}/diagnose")
     trainer.restore(args.checkpoint)
     if args.policy:
-        src = ckpt_io.resolve(args.policy)  # its acting weights: the EMA ones if it kept them
-        name = "policy_ema" if (src / "policy_ema.safetensors").exists() else "policy"
-        ckpt_io.load_modules(src, {name: trainer.agent.acting_policy})
+        src = ckpt_io.resolve(args.policy)
+        ckpt_io.load_modules(src, {ckpt_io.acting_weights(src): trainer.agent.acting_policy})
     agent, t = trainer.agent, cfg.task
     arrays = trainer.buffer.state_dict()["arrays"]
     num_demo = 0
