@@ -135,6 +135,7 @@ EVAL_SETTINGS = (
     "policy.sampler",
     "policy.num_steps",
     "policy.eta",
+    "policy.temperature",
     "device",
     "threads",
     "progress",

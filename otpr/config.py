@@ -138,6 +138,9 @@ class PolicyConfig:
     """Denoising steps per sample."""
     eta: float = 1.0
     """DDIM stochasticity (0: deterministic, 1: DDPM-like)."""
+    temperature: float = 1.0
+    """Sampling temperature in [0, 1]: x_T ~ N(0, tau^2 I) and every step's noise scaled by tau
+    (1: the learned distribution; < 1: nearer its mode). Acts in collection and evaluation."""
 
     def __post_init__(self) -> None:
         _one_of(self.name, "policy.name", ("mlp", "unet"))
@@ -145,6 +148,7 @@ class PolicyConfig:
         _one_of(self.sampler, "policy.sampler", ("ddim", "euler_maruyama", "dpm_solver_pp_2m"))
         _check(self.num_steps >= 1, "policy.num_steps", "must be >= 1")
         _check(self.eta >= 0, "policy.eta", "must be >= 0")
+        _check(0 <= self.temperature <= 1, "policy.temperature", "must be in [0, 1]")
         _check(0 < self.beta_min < self.beta_max, "policy.beta_min", "need 0 < beta_min < beta_max")
         _check(0 < self.t_min < 1, "policy.t_min", "must be in (0, 1)")
         _check(all(h > 0 for h in self.hidden), "policy.hidden", "widths must be > 0")

@@ -274,6 +274,8 @@ class Trainer:
         }
         if a.ema_decay > 0:  # the averaged weights act (absent: the trained ones, as before)
             settings["ema_decay"] = a.ema_decay
+        if p.temperature != 1.0:  # absent: temperature 1, as before the setting existed
+            settings["temperature"] = p.temperature
         return settings
 
     def evaluate(self) -> dict[str, float]:

@@ -31,6 +31,7 @@ from policies.samplers import (
     gaussian_log_prob,
     gaussian_step_mean,
     run_gaussian_chain,
+    scale_noise,
     time_grid,
 )
 from policies.sde import VPSDE
@@ -76,6 +77,10 @@ class DiffusionPolicy(ScorePolicy):
             undefined unless ``min_std > 0``.
         spacing: time grid, ``time_uniform`` or ``logsnr_uniform``; default ``logsnr_uniform``
             for DPM-Solver++ and ``time_uniform`` otherwise.
+        temperature: scale of x_T and of every step's injected noise (``samplers.scale_noise``);
+            1 samples the learned distribution, < 1 nearer its mode. Step log-probabilities
+            (``sample_chain``, ``step_log_prob``) use the scaled stds, so they stay those of the
+            chain that was drawn.
         device: where the network, normaliser and samples live.
     """
 
@@ -93,6 +98,7 @@ class DiffusionPolicy(ScorePolicy):
         clip_sample: bool = True,
         min_std: float = 0.0,
         spacing: str | None = None,
+        temperature: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
@@ -111,6 +117,8 @@ class DiffusionPolicy(ScorePolicy):
             raise ValueError(f"DiffusionPolicy: eta must lie in [0, 1], got {eta}")
         if min_std < 0.0:
             raise ValueError(f"DiffusionPolicy: min_std must be >= 0, got {min_std}")
+        if not 0.0 <= temperature <= 1.0:
+            raise ValueError(f"DiffusionPolicy: temperature must lie in [0, 1], got {temperature}")
         if spacing is None:
             spacing = "logsnr_uniform" if sampler == "dpm_solver_pp_2m" else "time_uniform"
         if spacing not in SPACINGS:
@@ -125,6 +133,7 @@ class DiffusionPolicy(ScorePolicy):
         self.eta = float(eta)
         self.clip_sample = clip_sample
         self.min_std = float(min_std)
+        self.temperature = float(temperature)
         self.spacing = spacing
         self.net = net.to(device)
         self.normalizer = MinMaxNormalizer(obs_dim, action_dim, device=device)
@@ -253,7 +262,7 @@ class DiffusionPolicy(ScorePolicy):
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         shape = (n, self.horizon, self.action_dim)
-        return torch.randn(shape, generator=generator, device=self.device)
+        return torch.randn(shape, generator=generator, device=self.device) * self.temperature
 
     def _repeated_cond(self, obs: Tensor, num_samples: int, where: str) -> Tensor:
         self._check_obs(obs, where)
@@ -274,15 +283,11 @@ class DiffusionPolicy(ScorePolicy):
         eps_fn = self._eps_fn(cond)
         x_T = self._noise(cond.shape[0], generator)
         common = dict(num_steps=self.num_steps, spacing=self.spacing, clip_x0=self._clip_x0)
+        noise = dict(min_std=self.min_std, generator=generator, temperature=self.temperature)
         if self.sampler == "ddim":
-            x = ddim_sample(
-                eps_fn, self.sde, x_T, eta=self.eta, min_std=self.min_std,
-                generator=generator, **common,
-            )  # fmt: skip
+            x = ddim_sample(eps_fn, self.sde, x_T, eta=self.eta, **noise, **common)
         elif self.sampler == "euler_maruyama":
-            x = euler_maruyama_sample(
-                eps_fn, self.sde, x_T, min_std=self.min_std, generator=generator, **common
-            )
+            x = euler_maruyama_sample(eps_fn, self.sde, x_T, **noise, **common)
         else:
             x = dpm_solver_pp_2m_sample(eps_fn, self.sde, x_T, **common)
         actions = self.normalizer.unnormalize_action(x)
@@ -307,10 +312,12 @@ class DiffusionPolicy(ScorePolicy):
                 "('ddim' or 'euler_maruyama'); 'dpm_solver_pp_2m' is a deterministic multistep "
                 "ODE solver"
             )
+        coef = scale_noise(coef, self.temperature)
         if float(coef.std.min()) <= 0.0:
             raise ValueError(
-                "DiffusionPolicy: sampler 'ddim' with eta=0 is deterministic (std 0), so the step "
-                "log-probability is undefined; set eta > 0 or min_std > 0"
+                f"DiffusionPolicy: sampler {self.sampler!r} with eta={self.eta}, "
+                f"temperature={self.temperature} has a deterministic step (std 0), so the step "
+                "log-probability is undefined; set eta > 0 and temperature > 0, or min_std > 0"
             )
         return coef
 

@@ -18,13 +18,18 @@ Clipping (``clip_x0=c``): the data prediction x0_hat = (x - sigma_t eps_hat) / a
 to [-c, c] and eps_hat recomputed from it, eps = (x - alpha_t x0_hat) / sigma_t (diffusers'
 ``DDIMScheduler`` with ``clip_sample=True, use_clipped_model_output=True``); the returned sample
 is clamped to [-c, c] as well.
+
+Temperature (``temperature=tau``, ``scale_noise``): the injected step noise is multiplied by tau,
+and the policy draws x_T ~ N(0, tau^2 I). tau = 1 is the sampler as derived; tau < 1 draws chunks
+nearer the mode (diffusion_policy-style "low-temperature" sampling; at tau = 0 a DDIM or
+DPM-Solver sample is a deterministic function of the observation).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -110,6 +115,14 @@ def euler_maruyama_coefficients(
     c_eps = -beta * dt / sig_t
     std = torch.clamp(torch.sqrt(beta * dt), min=min_std)
     return StepCoefficients(c_x, c_eps, std, sde.alpha(t), sig_t)
+
+
+def scale_noise(coef: StepCoefficients, temperature: float) -> StepCoefficients:
+    """The same steps with their injected noise std multiplied by ``temperature`` (the mean,
+    which carries the learned score, is unchanged)."""
+    if temperature == 1.0:
+        return coef
+    return replace(coef, std=coef.std * temperature)
 
 
 def gaussian_step_mean(
@@ -255,10 +268,13 @@ def ddim_sample(
     clip_x0: float | None = None,
     min_std: float = 0.0,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """DDIM (Song et al. 2021a) from x_T ~ N(0, I) over ``num_steps`` steps; see ``ddim_step``."""
+    """DDIM (Song et al. 2021a) from x_T over ``num_steps`` steps; see ``ddim_step``.
+    ``temperature`` scales each step's injected noise (x_T is the caller's)."""
     times = time_grid(sde, num_steps, spacing)
     coefs = ddim_coefficients(sde, times[:-1], times[1:], eta=eta, min_std=min_std)
+    coefs = scale_noise(coefs, temperature)
     x, _ = run_gaussian_chain(eps_fn, x_T, times, coefs, clip_x0, generator)
     return _final_clip(x, clip_x0)
 
@@ -272,10 +288,13 @@ def euler_maruyama_sample(
     clip_x0: float | None = None,
     min_std: float = 0.0,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """Euler-Maruyama on the reverse SDE; see ``euler_maruyama_coefficients``."""
+    """Euler-Maruyama on the reverse SDE; see ``euler_maruyama_coefficients``.
+    ``temperature`` scales each step's injected noise (x_T is the caller's)."""
     times = time_grid(sde, num_steps, spacing)
     coefs = euler_maruyama_coefficients(sde, times[:-1], times[1:], min_std=min_std)
+    coefs = scale_noise(coefs, temperature)
     x, _ = run_gaussian_chain(eps_fn, x_T, times, coefs, clip_x0, generator)
     return _final_clip(x, clip_x0)
 

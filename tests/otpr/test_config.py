@@ -19,6 +19,7 @@ def test_unknown_key_is_rejected_with_its_name() -> None:
         ({"task": {"demos": {"quality": "great"}}}, "task.demos.quality"),
         ({"algo": {"demo_fraction": 1.0}}, "algo.demo_fraction"),
         ({"algo": {"weight_clip": -1.0}}, "algo.weight_clip"),
+        ({"policy": {"temperature": 1.5}}, "policy.temperature"),
     ],
 )
 def test_invalid_values_name_the_key(override: dict, key: str) -> None:

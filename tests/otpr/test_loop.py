@@ -206,6 +206,13 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
     other.restore(tmp_path / "bc", weights_only=True)
     assert other.state["evals"] == []
     other.close()
+    cfg.task.eval_seed -= 1
+    cfg.policy.temperature = 0.5  # the same weights sampled nearer the mode: re-measured too
+    colder = Trainer(cfg, tmp_path / "c")
+    assert colder.agent.policy.temperature == 0.5
+    colder.restore(tmp_path / "bc", weights_only=True)
+    assert colder.state["evals"] == []
+    colder.close()
 
 
 def test_a_stopped_run_still_gets_a_report(tmp_path: Path, monkeypatch) -> None:

@@ -10,12 +10,14 @@ from policies import VPSDE, DiffusionPolicy, MinMaxNormalizer, ResidualMLPScoreN
 OBS_DIM, ACT_DIM, T_O, H = 3, 2, 2, 4
 
 
-def make_policy(sampler="ddim", eta=1.0, num_steps=5, min_std=0.0, hidden=(32, 32, 32), seed=0):
+def make_policy(
+    sampler="ddim", eta=1.0, num_steps=5, min_std=0.0, hidden=(32, 32, 32), seed=0, temperature=1.0
+):
     torch.manual_seed(seed)
     net = ResidualMLPScoreNet(ACT_DIM, H, T_O * OBS_DIM, hidden=hidden)
     policy = DiffusionPolicy(
         OBS_DIM, ACT_DIM, T_O, H, net, VPSDE(), sampler=sampler, num_steps=num_steps, eta=eta,
-        min_std=min_std, device="cpu",
+        min_std=min_std, temperature=temperature, device="cpu",
     )  # fmt: skip
     g = torch.Generator().manual_seed(123)
     policy.normalizer.fit(
@@ -136,10 +138,11 @@ def test_candidates_are_independent_draws_per_state():
     assert torch.equal(a, b)  # the generator makes sampling reproducible
 
 
-@pytest.mark.parametrize("sampler, eta, min_std", [("ddim", 1.0, 0.0), ("ddim", 0.0, 0.05),
-                                                   ("euler_maruyama", 0.0, 0.0)])  # fmt: skip
-def test_chain_log_probs(sampler, eta, min_std):
-    policy = make_policy(sampler=sampler, eta=eta, min_std=min_std, num_steps=6)
+@pytest.mark.parametrize("sampler, eta, min_std, temperature",
+                         [("ddim", 1.0, 0.0, 1.0), ("ddim", 0.0, 0.05, 1.0),
+                          ("euler_maruyama", 0.0, 0.0, 1.0), ("ddim", 1.0, 0.0, 0.5)])  # fmt: skip
+def test_chain_log_probs(sampler, eta, min_std, temperature):
+    policy = make_policy(sampler, eta, num_steps=6, min_std=min_std, temperature=temperature)
     obs, _ = batch(b=3)
     chain = policy.sample_chain(obs, num_samples=2, generator=torch.Generator().manual_seed(0))
     k_steps = 6
@@ -147,6 +150,9 @@ def test_chain_log_probs(sampler, eta, min_std):
     assert chain.log_probs.shape == (3, 2, k_steps) and chain.stds.shape == (k_steps,)
     if min_std > 0:
         assert torch.allclose(chain.stds, torch.full((k_steps,), min_std, dtype=torch.float64))
+    if temperature != 1.0:  # the recorded stds are the scaled ones the chain was drawn with
+        warm = make_policy(sampler, eta, num_steps=6, min_std=min_std).sample_chain(obs)
+        torch.testing.assert_close(chain.stds, warm.stds * temperature)
     # recorded log-prob == torch Normal log_prob summed over the chunk
     for k in range(k_steps):
         normal = torch.distributions.Normal(chain.means[:, :, k], chain.stds[k].float())
@@ -179,8 +185,10 @@ def test_step_log_prob_is_differentiable_and_moves_with_the_network():
 
 def test_deterministic_samplers_have_no_step_log_prob():
     obs, _ = batch(b=2)
-    with pytest.raises(ValueError, match="eta=0 is deterministic"):
+    with pytest.raises(ValueError, match="eta=0.0, temperature=1.0 has a deterministic step"):
         make_policy(eta=0.0).sample_chain(obs)
+    with pytest.raises(ValueError, match="eta=1.0, temperature=0.0 has a deterministic step"):
+        make_policy(temperature=0.0).sample_chain(obs)
     with pytest.raises(ValueError, match="dpm_solver_pp_2m"):
         make_policy(sampler="dpm_solver_pp_2m").sample_chain(obs)
     with pytest.raises(ValueError, match=r"k must lie in \[0, 5\)"):
@@ -222,6 +230,53 @@ def test_constructor_rejects_bad_settings():
         DiffusionPolicy(OBS_DIM, ACT_DIM, T_O, H, net, VPSDE(), eta=-0.1)
     with pytest.raises(ValueError, match="num_steps"):
         DiffusionPolicy(OBS_DIM, ACT_DIM, T_O, H, net, VPSDE(), num_steps=0)
+    with pytest.raises(ValueError, match="temperature"):
+        DiffusionPolicy(OBS_DIM, ACT_DIM, T_O, H, net, VPSDE(), temperature=1.5)
+
+
+class GaussianEps(torch.nn.Module):
+    """Exact eps of the VP-perturbed N(m, s^2) per action entry (the condition is ignored)."""
+
+    def __init__(self, sde, m, s):
+        super().__init__()
+        self.sde, self.m, self.s = sde, m, s
+
+    def forward(self, x, t, cond):
+        a, sg = self.sde.alpha(t)[:, None, None], self.sde.sigma(t)[:, None, None]
+        return sg * (x - a * self.m) / (a**2 * self.s**2 + sg**2)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler_maruyama", "dpm_solver_pp_2m"])
+def test_temperature_draws_nearer_the_mode(sampler):
+    """Data N(0.3, 0.1^2): at temperature tau the probability-flow ODE maps x_T ~ N(0, tau^2)
+    linearly, so DPM-Solver's spread is tau * 0.1; the stochastic samplers narrow too (their own
+    spread at tau = 1 is off 0.1 at 50 steps: DDIM eta = 1 gives 0.07, Euler-Maruyama 0.12),
+    and at tau = 0 every sampler returns one chunk whatever the seed."""
+    sde, m, s = VPSDE(), 0.3, 0.1
+    obs = torch.zeros(2000, T_O, OBS_DIM)
+
+    def draw(temperature, seed):
+        kw = {"eta": 1.0} if sampler == "ddim" else {}
+        policy = DiffusionPolicy(
+            OBS_DIM, ACT_DIM, T_O, H, GaussianEps(sde, m, s), sde, sampler=sampler,
+            num_steps=50, temperature=temperature, **kw,
+        )  # fmt: skip
+        # the identity normaliser: the exact eps is written in action units
+        bounds = torch.tensor([-1.0, 1.0])[:, None, None]
+        policy.normalizer.fit(bounds.expand(2, 1, OBS_DIM), bounds.expand(2, 1, ACT_DIM))
+        return policy.sample(obs, generator=torch.Generator().manual_seed(seed)).double()
+
+    warm, half = draw(1.0, 0), draw(0.5, 0)
+    for x in (warm, half):
+        assert abs(float(x.mean()) - m) < 0.01
+    ratio = float(half.std()) / float(warm.std())
+    if sampler == "dpm_solver_pp_2m":
+        assert abs(float(warm.std()) - s) < 0.005 and abs(ratio - 0.5) < 0.03
+    else:
+        assert 0.3 < ratio < 0.8
+    cold = draw(0.0, 1)
+    assert torch.equal(cold, draw(0.0, 2)) and float(cold.std()) == 0.0
+    assert abs(float(cold.mean()) - m) < 0.02
 
 
 def test_tiny_policy_learns_the_mode_of_each_condition():

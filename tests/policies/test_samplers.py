@@ -13,6 +13,7 @@ from policies.samplers import (
     euler_maruyama_sample,
     euler_maruyama_step,
     gaussian_log_prob,
+    scale_noise,
     time_grid,
 )
 from policies.sde import VPSDE
@@ -177,3 +178,14 @@ def test_clip_bounds_samples():
         assert x.abs().max() <= 1.0
         assert fn(far, sde, x_T, 5).abs().max() > 100.0  # unclipped x0_hat = 3 / alpha_T
     assert math.isfinite(float(euler_maruyama_sample(far, sde, x_T, 5, clip_x0=1.0).max()))
+
+
+def test_scale_noise_scales_only_the_injected_noise():
+    sde = VPSDE()
+    times = time_grid(sde, 5, "time_uniform")
+    coef = ddim_coefficients(sde, times[:-1], times[1:], eta=1.0)
+    assert scale_noise(coef, 1.0) is coef
+    half = scale_noise(coef, 0.5)
+    torch.testing.assert_close(half.std, coef.std * 0.5)
+    for key in ("c_x", "c_eps", "alpha_t", "sigma_t"):
+        assert torch.equal(getattr(half, key), getattr(coef, key))
