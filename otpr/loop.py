@@ -347,6 +347,8 @@ class Trainer:
             )
             steps = np.array(infos["steps"]) if "steps" in infos else np.zeros(len(done), int)
             true_next = next_obs.copy()
+            for i in range(len(done)):  # the rows buffer.add below writes, the last one included
+                self._ep_ids[i].append(self.buffer.total_added + i)
             if done.any():
                 fin = infos["final_info"]
                 for i in np.flatnonzero(done):
@@ -359,8 +361,6 @@ class Trainer:
                         self.state["success_ids"].extend(self._ep_ids[i])
                     self._ep_ids[i] = []
             disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
-            for i in range(len(done)):
-                self._ep_ids[i].append(self.buffer.total_added + i)
             self.buffer.add(
                 obs=self._obs,
                 actions=actions,

@@ -176,11 +176,20 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(trainer.agent, "act", scripted)
     first_online = trainer.buffer.total_added
-    trainer.collect()
+    out = trainer.collect()
     ids = np.asarray(trainer.state["success_ids"])
     assert len(ids) > 0
     assert set((ids - first_online) % n) == {0}  # only member 0's rows
-    assert trainer.buffer.data["terminated"][ids % trainer.buffer.capacity].sum() >= 1
+    terminated = trainer.buffer.data["terminated"][ids % trainer.buffer.capacity]
+    assert terminated.sum() >= 1
+    # scripts/bc_on_successes.py splits the ids into the episodes that ended in success
+    from scripts.bc_on_successes import success_episodes
+
+    episodes = success_episodes(ids, terminated, n)
+    assert len(episodes) == round(out["train/success"] * out["train/episodes"]) >= 2
+    assert np.array_equal(np.concatenate(episodes), ids)
+    # each successful episode's rows end with its own terminal decision (the one that solved it)
+    assert [bool(terminated[ids == e[-1]][0]) for e in episodes] == [True] * len(episodes)
     # the actor's demo part now draws those rows as well as the demo windows
     obs, act = trainer._demo_batch(2000)
     own = trainer.buffer.data["actions"][ids % trainer.buffer.capacity]

@@ -1,0 +1,87 @@
+"""Are a fine-tuning run's successful episodes worth demonstrations? BC on demos + successes.
+
+    python -m scripts.bc_on_successes --checkpoint runs/can_ft --out runs/bc_on_successes \
+        [--episodes K] [--steps 20000]
+
+Trains a fresh policy of the run's configuration by behaviour cloning (``algo.pretrain_*``, the
+run's EMA) on the run's demo windows plus the replay pairs of its successful online episodes
+(``algo.success_to_demos`` records them: ``success_ids``), the first ``--episodes`` of them
+(0: all), then evaluates it as the run evaluates. Compare the result with BC on the demos alone
+and on more expert demos: if the run's own successes lift BC no more than the policy's own
+level, self-imitation of them cannot lift the policy either (docs/results.md, section 2f).
+
+An episode's pairs are contiguous in ``success_ids`` (whole episodes are appended when they end)
+and consecutive decisions of one env are ``num_envs`` insertions apart, so an episode ends at a
+jump of any other size or at a terminated row. (Two back-to-back successes of one env member in
+a task that does not end episodes on success would count as one episode.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from otpr import checkpoint as ckpt_io
+from otpr.config import from_dict
+from otpr.loop import Trainer
+
+
+def success_episodes(ids: np.ndarray, terminated: np.ndarray, num_envs: int) -> list[np.ndarray]:
+    """Split the replay ids of successful decisions into episodes (in the order they ended);
+    ``terminated[k]`` is the terminated flag of id ``ids[k]``."""
+    if len(ids) == 0:
+        return []
+    ends = (np.diff(ids) != num_envs) | (terminated[:-1] > 0)
+    return np.split(ids, np.flatnonzero(ends) + 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a run (its last checkpoint) or one")
+    parser.add_argument("--out", required=True, help="run directory for the new policy")
+    parser.add_argument("--episodes", type=int, default=0, help="first K successes (0: all)")
+    parser.add_argument("--steps", type=int, default=20000, help="BC gradient steps")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    src = ckpt_io.resolve(args.checkpoint)
+    cfg = from_dict(ckpt_io.read_config(src))
+    saved = ckpt_io.load_training_state(src)
+    replay = saved["replay"]
+    if not saved["loop"].get("success_ids") or replay is None:
+        raise SystemExit(f"{src}: no successful episodes recorded (run without success_to_demos?)")
+    all_ids = np.asarray(saved["loop"]["success_ids"])
+    oldest = replay["total_added"] - len(replay["arrays"]["obs"])  # the ring has dropped older
+    all_ids = all_ids[all_ids >= oldest]
+    flags = replay["arrays"]["terminated"][all_ids % cfg.algo.buffer_capacity]
+    episodes = success_episodes(all_ids, flags, cfg.task.num_envs)
+    if args.episodes:
+        episodes = episodes[: args.episodes]
+    ids = np.concatenate(episodes) % cfg.algo.buffer_capacity
+
+    cfg.algo.pretrain_steps = args.steps
+    trainer = Trainer(cfg, args.out)  # fresh weights; normaliser fitted on the demos
+    num_windows = len(trainer.demo_obs)
+    trainer.demo_obs = np.concatenate(
+        [trainer.demo_obs, replay["arrays"]["obs"][ids].astype(trainer.demo_obs.dtype)]
+    )
+    trainer.demo_act = np.concatenate(
+        [trainer.demo_act, replay["arrays"]["actions"][ids].astype(trainer.demo_act.dtype)]
+    )
+    print(
+        f"{num_windows} demo windows + {len(ids)} pairs of {len(episodes)} successful episodes",
+        flush=True,
+    )
+    try:
+        trainer.behaviour_cloning()
+        result = trainer.evaluate()
+    finally:
+        trainer.close()
+    print(json.dumps({**result, "successful_episodes": len(episodes), "pairs": len(ids)}))
+
+
+if __name__ == "__main__":
+    main()
