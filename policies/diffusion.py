@@ -78,7 +78,7 @@ class DiffusionPolicy(ScorePolicy):
         spacing: time grid, ``time_uniform`` or ``logsnr_uniform``; default ``logsnr_uniform``
             for DPM-Solver++ and ``time_uniform`` otherwise.
         temperature: scale of x_T and of every step's injected noise (``samplers.scale_noise``);
-            1 samples the learned distribution, < 1 nearer its mode. Step log-probabilities
+            1 is the sampler as derived, < 1 draws nearer the mode. Step log-probabilities
             (``sample_chain``, ``step_log_prob``) use the scaled stds, so they stay those of the
             chain that was drawn.
         device: where the network, normaliser and samples live.

@@ -21,8 +21,8 @@ is clamped to [-c, c] as well.
 
 Temperature (``temperature=tau``, ``scale_noise``): the injected step noise is multiplied by tau,
 and the policy draws x_T ~ N(0, tau^2 I). tau = 1 is the sampler as derived; tau < 1 draws chunks
-nearer the mode (diffusion_policy-style "low-temperature" sampling; at tau = 0 a DDIM or
-DPM-Solver sample is a deterministic function of the observation).
+nearer the mode (low-temperature sampling; at tau = 0 every sampler returns a deterministic
+function of the observation).
 """
 
 from __future__ import annotations
