@@ -14,11 +14,21 @@ def write_report(run_dir: str | Path, summary: dict[str, Any]) -> dict[str, Path
     run_dir = Path(run_dir)
     out = {"summary": run_dir / "summary.json"}
     out["summary"].write_text(json.dumps(summary, indent=2))
-    metrics = run_dir / "metrics.jsonl"
-    evals = [r for r in read_metrics(metrics) if "eval/success" in r] if metrics.exists() else []
+    evals = eval_points(run_dir, summary)
     if evals:
         out["curves"] = plot_curves(evals, run_dir / "curves.png", title=_title(summary))
     return out
+
+
+def eval_points(run_dir: str | Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's evaluation records, oldest first. A fine-tuning run that reused its checkpoint's
+    pretrained evaluation never logged one; its level (the summary's) is the point at env step 0."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    evals = [r for r in read_metrics(metrics) if "eval/success" in r] if metrics.exists() else []
+    pre = summary.get("pretrained_success"), summary.get("pretrained_return")
+    if None not in pre and not any(r["env_steps"] == 0 for r in evals):
+        evals.append({"env_steps": 0, "eval/success": pre[0], "eval/return": pre[1]})
+    return sorted(evals, key=lambda r: r["env_steps"])
 
 
 def _title(summary: dict[str, Any]) -> str:
@@ -30,13 +40,13 @@ def _title(summary: dict[str, Any]) -> str:
 
 
 def plot_curves(evals: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Success and return vs env steps; the pretrained level is a dashed line."""
+    """Success and return vs env steps (``evals`` oldest first); the pretrained level is a
+    dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evals = sorted(evals, key=lambda r: r["env_steps"])
     steps = [r["env_steps"] for r in evals]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in (
@@ -70,15 +80,14 @@ def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in run_dirs:
         run = Path(run)
-        evals = [r for r in read_metrics(run / "metrics.jsonl") if "eval/success" in r]
         summary = (
             json.loads((run / "summary.json").read_text())
             if (run / "summary.json").exists()
             else {}
         )
+        evals = eval_points(run, summary)
         ot = "M" if summary.get("masked") else "U"
         label = f"{run.name}: {summary.get('guidance', '?')}/{ot} s{summary.get('seed', '?')}"
-        evals.sort(key=lambda r: r["env_steps"])
         ax.plot(
             [r["env_steps"] for r in evals],
             [r["eval/success"] for r in evals],
