@@ -13,7 +13,10 @@ level, self-imitation of them cannot lift the policy either (docs/results.md, se
 An episode's pairs are contiguous in ``success_ids`` (whole episodes are appended when they end)
 and consecutive decisions of one env are ``num_envs`` insertions apart, so an episode ends at a
 jump of any other size or at a terminated row. (Two back-to-back successes of one env member in
-a task that does not end episodes on success would count as one episode.)
+a task that does not end episodes on success would count as one episode.) Runs recorded before
+session 6's fix of ``collect`` credited each episode's last decision to the next episode: their
+split yields one-decision fragments, so ``--episodes`` miscounts on them (all pairs are still
+the successful episodes' but for that one decision each).
 """
 
 from __future__ import annotations
