@@ -15,8 +15,8 @@ and consecutive decisions of one env are ``num_envs`` insertions apart, so an ep
 jump of any other size or at a terminated row. (Two back-to-back successes of one env member in
 a task that does not end episodes on success would count as one episode.) Runs recorded before
 session 6's fix of ``collect`` credited each episode's last decision to the next episode: their
-split yields one-decision fragments, so ``--episodes`` miscounts on them (all pairs are still
-the successful episodes' but for that one decision each).
+split yields one-decision fragments, so ``--episodes`` miscounts on them, and each of their
+episodes holds the previous episode's last decision instead of its own.
 """
 
 from __future__ import annotations
