@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from otpr import checkpoint as ckpt_io
-from otpr.config import from_dict
+from otpr.config import Config, from_dict
 from otpr.loop import Trainer
 
 
@@ -39,6 +41,20 @@ def success_episodes(ids: np.ndarray, terminated: np.ndarray, num_envs: int) -> 
         return []
     ends = (np.diff(ids) != num_envs) | (terminated[:-1] > 0)
     return np.split(ids, np.flatnonzero(ends) + 1)
+
+
+def recorded_successes(ckpt: Path, cfg: Config) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A checkpoint's replay arrays and the successful episodes it recorded that the replay ring
+    still holds, as ring rows, in the order they ended ([] when it recorded none)."""
+    saved = ckpt_io.load_training_state(ckpt)
+    replay = saved["replay"]
+    ids = np.asarray(saved["loop"].get("success_ids") or [], dtype=np.int64)
+    if replay is None or len(ids) == 0:
+        return {}, []
+    ids = ids[ids >= replay["total_added"] - len(replay["arrays"]["obs"])]  # not overwritten
+    rows = ids % cfg.algo.buffer_capacity
+    episodes = success_episodes(ids, replay["arrays"]["terminated"][rows], cfg.task.num_envs)
+    return replay["arrays"], [e % cfg.algo.buffer_capacity for e in episodes]
 
 
 def main() -> None:
@@ -52,27 +68,21 @@ def main() -> None:
 
     src = ckpt_io.resolve(args.checkpoint)
     cfg = from_dict(ckpt_io.read_config(src))
-    saved = ckpt_io.load_training_state(src)
-    replay = saved["replay"]
-    if not saved["loop"].get("success_ids") or replay is None:
+    replay, episodes = recorded_successes(src, cfg)
+    if not episodes:
         raise SystemExit(f"{src}: no successful episodes recorded (run without success_to_demos?)")
-    all_ids = np.asarray(saved["loop"]["success_ids"])
-    oldest = replay["total_added"] - len(replay["arrays"]["obs"])  # the ring has dropped older
-    all_ids = all_ids[all_ids >= oldest]
-    flags = replay["arrays"]["terminated"][all_ids % cfg.algo.buffer_capacity]
-    episodes = success_episodes(all_ids, flags, cfg.task.num_envs)
     if args.episodes:
         episodes = episodes[: args.episodes]
-    ids = np.concatenate(episodes) % cfg.algo.buffer_capacity
+    ids = np.concatenate(episodes)
 
     cfg.algo.pretrain_steps = args.steps
     trainer = Trainer(cfg, args.out)  # fresh weights; normaliser fitted on the demos
     num_windows = len(trainer.demo_obs)
     trainer.demo_obs = np.concatenate(
-        [trainer.demo_obs, replay["arrays"]["obs"][ids].astype(trainer.demo_obs.dtype)]
+        [trainer.demo_obs, replay["obs"][ids].astype(trainer.demo_obs.dtype)]
     )
     trainer.demo_act = np.concatenate(
-        [trainer.demo_act, replay["arrays"]["actions"][ids].astype(trainer.demo_act.dtype)]
+        [trainer.demo_act, replay["actions"][ids].astype(trainer.demo_act.dtype)]
     )
     print(
         f"{num_windows} demo windows + {len(ids)} pairs of {len(episodes)} successful episodes",

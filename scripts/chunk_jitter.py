@@ -28,6 +28,7 @@ from otpr import checkpoint as ckpt_io
 from otpr.config import from_dict
 from otpr.data import make_windows
 from otpr.demos import load_demos
+from scripts.bc_on_successes import recorded_successes
 
 
 def jitter(chunks: np.ndarray, steps: int) -> np.ndarray:
@@ -64,16 +65,10 @@ def main() -> None:
         row(f"tau {tau:g}: jitter", jitter(chunks[:, 0], k))
         row(f"tau {tau:g}: spread", chunks[:, :, :k].std(axis=1).mean(axis=(0, 1)))
         row(f"tau {tau:g}: error", np.abs(chunks[:, :, :k] - ref[:, None, :k]).mean(axis=(0, 1, 2)))
-    ids = ckpt_io.read_loop_state(ckpt).get("success_ids") or []
-    if ids:
-        replay = ckpt_io.load_training_state(ckpt)["replay"]
-        size = len(replay["arrays"]["actions"])
-        kept = [i for i in ids if i >= replay["total_added"] - size]  # not yet overwritten
-        rows = np.asarray(kept) % cfg.algo.buffer_capacity
-        row(
-            f"recorded successes: jitter ({len(rows)} chunks)",
-            jitter(replay["arrays"]["actions"][rows], k),
-        )
+    replay, episodes = recorded_successes(ckpt, cfg)
+    if episodes:
+        rows = np.concatenate(episodes)
+        row(f"recorded successes: jitter ({len(rows)} chunks)", jitter(replay["actions"][rows], k))
 
 
 if __name__ == "__main__":
