@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.base import ScriptedExpert, TaskSpec
-from envs.wrappers import ChunkedEnv
+from envs.wrappers import ChunkedEnv, RetryFailedStarts
 
 ROBOMIMIC = ("lift", "can", "square")
 KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
@@ -71,8 +71,11 @@ def make_single(
     )
 
 
-def _member(task: str, seed: int, obs_history: int, act_steps: int, kwargs: dict) -> gym.Env:
-    return ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+def _member(
+    task: str, seed: int, obs_history: int, act_steps: int, retries: int, kwargs: dict
+) -> gym.Env:
+    env = ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+    return RetryFailedStarts(env, retries) if retries else env
 
 
 def make(
@@ -84,9 +87,13 @@ def make(
     pixels: bool = False,
     max_episode_steps: int | None = None,
     vectorization: str = "sync",
+    retry_failed_starts: int = 0,
     **task_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env of ``num_envs`` chunked members; member ``i`` is seeded ``seed + i``.
+
+    ``retry_failed_starts=k > 0`` restarts each member's failed episodes from the same initial
+    state up to k times (``wrappers.RetryFailedStarts``; ``info["attempt"]`` counts restarts).
 
     Autoreset is SAME_STEP: when a member's episode ends, the returned observation is already
     the next episode's first one, and ``info["final_obs"]`` / ``info["final_info"]`` (masked by
@@ -95,11 +102,14 @@ def make(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if not isinstance(retry_failed_starts, int) or retry_failed_starts < 0:
+        raise ValueError(f"retry_failed_starts must be an int >= 0, got {retry_failed_starts!r}")
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels)
     fns = [
-        partial(_member, task, seed + i, obs_history, act_steps, kwargs) for i in range(num_envs)
+        partial(_member, task, seed + i, obs_history, act_steps, retry_failed_starts, kwargs)
+        for i in range(num_envs)
     ]
     cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     venv = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

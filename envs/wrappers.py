@@ -89,3 +89,45 @@ class ChunkedEnv(gym.Wrapper):
         info["success"] = self._success
         info["num_subtasks"] = self._subtasks
         return self._stacked(), float(rewards.sum()), terminated, truncated, info
+
+
+class RetryFailedStarts(gym.Wrapper):
+    """Restarts an episode that ended without success from the same initial state, up to
+    ``retries`` times in a row, then moves on to a fresh one (a reset curriculum that spends
+    more of the collection on the starts the policy fails).
+
+    Every episode starts with ``reset(seed=s)`` of the wrapped env, so it needs an env whose
+    seeded reset fixes the initial state (robosuite's soft reset replays a seeded episode bit
+    for bit). ``s`` is drawn from the wrapper's own generator, which ``reset(seed=...)`` re-seeds
+    (that reset starts a fresh state from ``seed`` itself). Wrap a ``ChunkedEnv``: its sticky
+    ``info["success"]`` decides whether an episode succeeded. Every step's info carries
+    ``attempt``: 0 for an episode on a fresh start, k for its k-th restart.
+    """
+
+    def __init__(self, env: gym.Env, retries: int) -> None:
+        super().__init__(env)
+        if not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"RetryFailedStarts: retries must be an int >= 1, got {retries!r}")
+        self.retries = retries
+        self._rng = np.random.default_rng(0)
+        self._start_seed = 0
+        self._attempt = 0
+        self._failed = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self._start_seed, self._attempt = int(seed), 0
+        elif self._failed and self._attempt < self.retries:
+            self._attempt += 1
+        else:
+            self._start_seed, self._attempt = int(self._rng.integers(2**31 - 1)), 0
+        self._failed = False
+        obs, info = self.env.reset(seed=self._start_seed, options=options)
+        return obs, dict(info, attempt=self._attempt)
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._failed = not info.get("success", False)
+        return obs, reward, terminated, truncated, dict(info, attempt=self._attempt)

@@ -265,6 +265,12 @@ class AlgoConfig:
     """Successful online episodes join the demos the actor's demo part draws from
     (self-imitation: their (state, chunk) pairs anchor the policy as the demos do). The critic,
     the potentials and their keypoints are unchanged."""
+    retry_failed_starts: int = 0
+    """Restart a training episode that failed from the same initial state, up to this many
+    times in a row (0: every episode starts fresh). On Can, BC's failures cluster at starts far
+    from the demos; retries spend the collection there, and with ``success_to_demos`` their
+    successes are the pool's new information. ``train/first_try_success`` is then the policy's
+    success on fresh starts, ``train/success`` that of all episodes, retries included."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0
@@ -294,6 +300,11 @@ class AlgoConfig:
         _check(0.5 <= self.expectile < 1.0, "algo.expectile", "must be in [0.5, 1)")
         _check(0.0 < self.polyak <= 1.0, "algo.polyak", "must be in (0, 1]")
         _check(0.0 <= self.demo_fraction < 1.0, "algo.demo_fraction", "must be in [0, 1)")
+        _check(
+            isinstance(self.retry_failed_starts, int) and self.retry_failed_starts >= 0,
+            "algo.retry_failed_starts",
+            f"must be an int >= 0, got {self.retry_failed_starts!r}",
+        )
         for key in (
             "pretrain_steps",
             "iterations",

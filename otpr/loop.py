@@ -100,7 +100,7 @@ class Trainer:
         act = torch.as_tensor(self.demo_act, device=self.agent.device)
         self.agent.potentials.set_keypoints(self.agent.state(obs), self.agent.executed(act))
 
-    def _make_env(self, num_envs: int, seed: int) -> Any:
+    def _make_env(self, num_envs: int, seed: int, retry_failed_starts: int = 0) -> Any:
         t = self.cfg.task
         return envs.make(
             t.name,
@@ -110,6 +110,7 @@ class Trainer:
             act_steps=t.act_steps,
             max_episode_steps=t.max_episode_steps,
             vectorization=t.vectorization,
+            retry_failed_starts=retry_failed_starts,
             **t.env_kwargs,
         )
 
@@ -119,7 +120,7 @@ class Trainer:
             n = self.cfg.task.num_envs
             # Training members are seeded seed * num_envs + i: disjoint across run seeds.
             seed = self.cfg.seed * n
-            self._train_env = self._make_env(n, seed)
+            self._train_env = self._make_env(n, seed, self.cfg.algo.retry_failed_starts)
             self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state["episodes"])
             self._ep_return = np.zeros(n)
             self._ep_ids = [[] for _ in range(n)]
@@ -330,6 +331,7 @@ class Trainer:
         env = self.train_env
         gammas = t.gamma ** np.arange(t.act_steps)
         successes, returns, timing = [], [], defaultdict(float)
+        fresh_successes = []  # episodes on a fresh start (algo.retry_failed_starts)
         fallback = 0.0
         for _ in range(a.steps_per_iter):
             tic = time.perf_counter()
@@ -356,6 +358,8 @@ class Trainer:
                     steps[i] = fin["steps"][i]
                     true_next[i] = infos["final_obs"][i]
                     successes.append(float(fin["success"][i]))
+                    if "attempt" in fin and fin["attempt"][i] == 0:
+                        fresh_successes.append(float(fin["success"][i]))
                     returns.append(self._ep_return[i] + reward[i])
                     if a.success_to_demos and fin["success"][i]:
                         self.state["success_ids"].extend(self._ep_ids[i])
@@ -379,6 +383,9 @@ class Trainer:
             out["train/success"] = float(np.mean(successes))
             out["train/return"] = float(np.mean(returns))
             out["train/episodes"] = len(successes)
+        if fresh_successes:
+            out["train/first_try_success"] = float(np.mean(fresh_successes))
+            out["train/first_try_episodes"] = len(fresh_successes)
         return out
 
     def _batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ def test_unknown_key_is_rejected_with_its_name() -> None:
         ({"policy": {"sampler": "heun"}}, "policy.sampler"),
         ({"task": {"demos": {"quality": "great"}}}, "task.demos.quality"),
         ({"algo": {"demo_fraction": 1.0}}, "algo.demo_fraction"),
+        ({"algo": {"retry_failed_starts": -1}}, "algo.retry_failed_starts"),
         ({"algo": {"weight_clip": -1.0}}, "algo.weight_clip"),
         ({"policy": {"temperature": 1.5}}, "policy.temperature"),
     ],

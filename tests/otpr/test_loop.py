@@ -199,6 +199,32 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
     trainer.close()
 
 
+def test_failed_starts_are_retried_and_counted_apart(tmp_path: Path, monkeypatch) -> None:
+    """With algo.retry_failed_starts, failing members replay their start; the first-try success
+    counts fresh starts only."""
+    import envs
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, retry_failed_starts=2)
+    cfg.algo.steps_per_iter = 60  # 240 env steps: the standing member fails twice
+    cfg.task.max_episode_steps = 100  # the standing members fail every 100 steps
+    trainer = Trainer(cfg, tmp_path / "r")
+    h = cfg.task.horizon
+    expert = envs.make_expert("reach-v3")
+
+    def scripted(obs, explore, generator=None):
+        chunk = np.stack([expert.act(o[-1]) for o in obs])[:, None].repeat(h, 1)
+        chunk[1:] = 0.0  # member 0 follows the expert, the others stand still and fail
+        return chunk, {}
+
+    monkeypatch.setattr(trainer.agent, "act", scripted)
+    out = trainer.collect()
+    assert out["train/first_try_episodes"] < out["train/episodes"]
+    assert out["train/first_try_success"] > out["train/success"] > 0
+    trainer.close()
+
+
 def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path, monkeypatch):
     from otpr.loop import Trainer
 
