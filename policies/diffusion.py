@@ -272,16 +272,29 @@ class DiffusionPolicy(ScorePolicy):
 
     @torch.no_grad()
     def sample(
-        self, obs: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self,
+        obs: Tensor,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        x_T: Tensor | None = None,
     ) -> Tensor:
         """Raw obs [B, T_o, obs_dim] -> raw actions [B, num_samples, H, action_dim].
 
         The B * num_samples chains run as one batch: one network call per denoising step,
-        whatever num_samples is.
+        whatever num_samples is. ``x_T`` [B, num_samples, H, action_dim], if given, is the
+        chains' starting noise (as drawn: the temperature does not rescale it) instead of a
+        draw from ``generator``; with a deterministic sampler (DDIM eta = 0, DPM-Solver) the
+        chunk is then a function of (obs, x_T), the latent a noise-space policy steers.
         """
         cond = self._repeated_cond(obs, num_samples, "sample")
         eps_fn = self._eps_fn(cond)
-        x_T = self._noise(cond.shape[0], generator)
+        if x_T is None:
+            x_T = self._noise(cond.shape[0], generator)
+        else:
+            shape = (obs.shape[0], num_samples, self.horizon, self.action_dim)
+            if tuple(x_T.shape) != shape:
+                raise ValueError(f"sample: x_T has shape {tuple(x_T.shape)}, expected {shape}")
+            x_T = x_T.reshape(-1, self.horizon, self.action_dim).to(self.device)
         common = dict(num_steps=self.num_steps, spacing=self.spacing, clip_x0=self._clip_x0)
         noise = dict(min_std=self.min_std, generator=generator, temperature=self.temperature)
         if self.sampler == "ddim":

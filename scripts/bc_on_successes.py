@@ -1,7 +1,7 @@
 """Are a fine-tuning run's successful episodes worth demonstrations? BC on demos + successes.
 
     python -m scripts.bc_on_successes --checkpoint runs/can_ft --out runs/bc_on_successes \
-        [--episodes K] [--steps 20000]
+        [--episodes K] [--steps 20000] [--pairs starts.npz --set easy|hard]
 
 Trains a fresh policy of the run's configuration by behaviour cloning (``algo.pretrain_*``, the
 run's EMA) on the run's demo windows plus the replay pairs of its successful online episodes
@@ -9,6 +9,10 @@ run's EMA) on the run's demo windows plus the replay pairs of its successful onl
 (0: all), then evaluates it as the run evaluates. Compare the result with BC on the demos alone
 and on more expert demos: if the run's own successes lift BC no more than the policy's own
 level, self-imitation of them cannot lift the policy either (docs/results.md, section 2f).
+
+``--pairs`` takes the successful episodes from a ``scripts.retry_starts`` file instead of the
+run's replay: ``--set easy`` those that succeeded on a fresh start, ``--set hard`` the retries
+that solved a start the policy had failed (section 2g).
 
 An episode's pairs are contiguous in ``success_ids`` (whole episodes are appended when they end)
 and consecutive decisions of one env are ``num_envs`` insertions apart, so an episode ends at a
@@ -57,35 +61,54 @@ def recorded_successes(ckpt: Path, cfg: Config) -> tuple[dict[str, Any], list[np
     return replay["arrays"], [e % cfg.algo.buffer_capacity for e in episodes]
 
 
+def episodes_from_pairs(
+    path: str, which: str, first: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(obs windows, chunks, episode lengths) of the first ``first`` (0: all) episodes of set
+    ``which`` in a ``scripts.retry_starts`` file."""
+    saved = np.load(path)
+    lengths = [int(n) for n in saved[f"{which}_len"]]
+    if not lengths:
+        raise SystemExit(f"{path}: no {which!r} episodes")
+    if first:
+        lengths = lengths[:first]
+    n = sum(lengths)
+    return saved[f"{which}_obs"][:n], saved[f"{which}_act"][:n], lengths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a run (its last checkpoint) or one")
     parser.add_argument("--out", required=True, help="run directory for the new policy")
     parser.add_argument("--episodes", type=int, default=0, help="first K successes (0: all)")
     parser.add_argument("--steps", type=int, default=20000, help="BC gradient steps")
+    parser.add_argument("--pairs", help="a scripts.retry_starts npz instead of the replay")
+    parser.add_argument("--set", choices=("easy", "hard"), help="which episodes of --pairs")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if (args.pairs is None) != (args.set is None):
+        parser.error("--pairs and --set go together")
 
     src = ckpt_io.resolve(args.checkpoint)
     cfg = from_dict(ckpt_io.read_config(src))
-    replay, episodes = recorded_successes(src, cfg)
-    if not episodes:
-        raise SystemExit(f"{src}: no successful episodes recorded (run without success_to_demos?)")
-    if args.episodes:
-        episodes = episodes[: args.episodes]
-    ids = np.concatenate(episodes)
+    if args.pairs:
+        obs, act, episodes = episodes_from_pairs(args.pairs, args.set, args.episodes)
+    else:
+        replay, episodes = recorded_successes(src, cfg)
+        if not episodes:
+            raise SystemExit(f"{src}: no successful episodes recorded (no success_to_demos?)")
+        if args.episodes:
+            episodes = episodes[: args.episodes]
+        ids = np.concatenate(episodes)
+        obs, act = replay["obs"][ids], replay["actions"][ids]
 
     cfg.algo.pretrain_steps = args.steps
     trainer = Trainer(cfg, args.out)  # fresh weights; normaliser fitted on the demos
     num_windows = len(trainer.demo_obs)
-    trainer.demo_obs = np.concatenate(
-        [trainer.demo_obs, replay["obs"][ids].astype(trainer.demo_obs.dtype)]
-    )
-    trainer.demo_act = np.concatenate(
-        [trainer.demo_act, replay["actions"][ids].astype(trainer.demo_act.dtype)]
-    )
+    trainer.demo_obs = np.concatenate([trainer.demo_obs, obs.astype(trainer.demo_obs.dtype)])
+    trainer.demo_act = np.concatenate([trainer.demo_act, act.astype(trainer.demo_act.dtype)])
     print(
-        f"{num_windows} demo windows + {len(ids)} pairs of {len(episodes)} successful episodes",
+        f"{num_windows} demo windows + {len(obs)} pairs of {len(episodes)} successful episodes",
         flush=True,
     )
     try:
@@ -93,7 +116,7 @@ def main() -> None:
         result = trainer.evaluate()
     finally:
         trainer.close()
-    print(json.dumps({**result, "successful_episodes": len(episodes), "pairs": len(ids)}))
+    print(json.dumps({**result, "successful_episodes": len(episodes), "pairs": len(obs)}))
 
 
 if __name__ == "__main__":

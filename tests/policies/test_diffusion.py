@@ -138,6 +138,21 @@ def test_candidates_are_independent_draws_per_state():
     assert torch.equal(a, b)  # the generator makes sampling reproducible
 
 
+def test_given_starting_noise_replaces_the_draw():
+    """x_T given: the chunk the generator's own draw of x_T gives; with DDIM eta = 0 a function
+    of (obs, x_T), whatever the generator."""
+    policy = make_policy(eta=0.0)
+    obs, _ = batch(b=2)
+    z = torch.randn(2, 3, H, ACT_DIM, generator=torch.Generator().manual_seed(0))
+    drawn = policy.sample(obs, num_samples=3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(policy.sample(obs, 3, x_T=z), drawn)
+    again = policy.sample(obs, 3, generator=torch.Generator().manual_seed(9), x_T=z)
+    assert torch.allclose(again, drawn)
+    assert not torch.allclose(policy.sample(obs, 3, x_T=-z), drawn)
+    with pytest.raises(ValueError, match=r"x_T has shape \(2, 3, 2\), expected \(2, 3, 4, 2\)"):
+        policy.sample(obs, 3, x_T=z[:, :, 0])
+
+
 @pytest.mark.parametrize("sampler, eta, min_std, temperature",
                          [("ddim", 1.0, 0.0, 1.0), ("ddim", 0.0, 0.05, 1.0),
                           ("euler_maruyama", 0.0, 0.0, 1.0), ("ddim", 1.0, 0.0, 0.5)])  # fmt: skip
