@@ -1,0 +1,88 @@
+"""D4RL hdf5: :func:`read_d4rl_hdf5`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from otpr.data.dataset import (
+    DatasetError,
+    DemoDataset,
+    Episode,
+    _fail,
+    _require_file,
+    validate_episode,
+)
+
+
+def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDataset:
+    """Read a D4RL-layout hdf5 file and split it into episodes at ``terminals | timeouts``.
+
+    An episode ends at (and includes) every step flagged terminal or timeout; ``dones`` holds the
+    terminal flags only (a timeout is a truncation) and ``extra["truncations"]`` the timeouts.
+    Steps after the last flag form a final, unfinished episode. When the file has
+    ``next_observations``, each episode's ``final_obs`` is the next observation of its last step.
+    """
+    import h5py
+
+    path = _require_file(path)
+    name = path.name
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable hdf5 file ({e})") from None
+    with f:
+        arrays = {}
+        for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
+            if key not in f:
+                raise _fail(name, key, "expected a top-level dataset, not found")
+            arrays[key] = f[key][()]
+        next_obs = f["next_observations"][()] if "next_observations" in f else None
+    obs = arrays["observations"]
+    if obs.ndim != 2:
+        raise _fail(name, "observations", f"expected a [N, obs_dim] array, got {obs.shape}")
+    N = obs.shape[0]
+    if N == 0:
+        raise _fail(name, "observations", "expected a non-empty dataset, got 0 steps")
+    for key in ("actions", "rewards", "terminals", "timeouts"):
+        a = arrays[key]
+        want_ndim = 2 if key == "actions" else 1
+        if a.ndim != want_ndim or a.shape[0] != N:
+            raise _fail(name, key, f"expected {N} rows (as observations), got shape {a.shape}")
+    if next_obs is not None and next_obs.shape != obs.shape:
+        raise _fail(name, "next_observations", f"expected shape {obs.shape}, got {next_obs.shape}")
+    terminals = arrays["terminals"].astype(bool)
+    timeouts = arrays["timeouts"].astype(bool)
+    ends = np.flatnonzero(terminals | timeouts) + 1
+    if ends.size == 0 or ends[-1] != N:
+        ends = np.append(ends, N)
+    starts = np.concatenate([[0], ends[:-1]])
+    episodes = []
+    for s, e in zip(starts, ends):
+        ep = Episode(
+            obs=obs[s:e],
+            actions=arrays["actions"][s:e],
+            rewards=arrays["rewards"][s:e],
+            dones=terminals[s:e],
+            name=f"steps[{s}:{e}]",
+            final_obs=None if next_obs is None else next_obs[e - 1],
+            extra={"truncations": timeouts[s:e]},
+        )
+        # Errors name the flat dataset and the episode's row range in it.
+        where = f"[{s}:{e}]"
+        keys = {
+            "obs": f"observations{where}",
+            "actions": f"actions{where}",
+            "rewards": f"rewards{where}",
+            "dones": f"terminals{where}",
+            "final_obs": f"next_observations[{e - 1}]",
+        }
+        episodes.append(validate_episode(ep, name, "", action_dim, keys))
+    return DemoDataset(
+        episodes=episodes,
+        source=str(path),
+        obs_keys=("observations",),
+        obs_key_dims=(obs.shape[1],),
+        metadata={"format": "d4rl"},
+    )

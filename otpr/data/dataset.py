@@ -1,0 +1,189 @@
+"""The in-memory format every loader returns, its errors and its checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message is one line naming file and key."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """The dataset path does not exist."""
+
+
+def _fail(source: str | Path, key: str, expected: str) -> DatasetError:
+    return DatasetError(f"{source}: {key}: {expected}")
+
+
+# ----------------------------------------------------------------------------------------------
+# In-memory format
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    """One demonstration of ``T`` steps.
+
+    ``obs[t]`` is the observation the action ``actions[t]`` was taken in; ``rewards[t]`` and
+    ``dones[t]`` (true terminal state, not a time limit) follow that action. ``final_obs`` is the
+    observation after the last action when the source stores it (Minari, robomimic
+    ``next_obs``), else ``None``. ``images`` maps a camera key to ``[T, H, W, C]`` uint8 frames.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    success: bool | None = None
+    name: str = ""
+    final_obs: np.ndarray | None = None
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+
+@dataclass
+class DemoDataset:
+    """A list of episodes with the facts needed to rebuild the env that produced them.
+
+    ``obs_keys``/``obs_key_dims`` say how the flat observation is made: the keys concatenated in
+    this order, with these widths (``sum(obs_key_dims) == obs_dim``).
+    """
+
+    episodes: list[Episode]
+    env_args: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    obs_keys: tuple[str, ...] = ()
+    obs_key_dims: tuple[int, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, i: int) -> Episode:
+        return self.episodes[i]
+
+    def __iter__(self):
+        return iter(self.episodes)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.episodes[0].obs_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.episodes[0].action_dim
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(ep) for ep in self.episodes)
+
+    def subset(self, indices: Sequence[int]) -> DemoDataset:
+        """The episodes at ``indices`` (in that order), sharing all metadata."""
+        return replace(
+            self, episodes=[self.episodes[int(i)] for i in indices], metadata=dict(self.metadata)
+        )
+
+
+def validate_episode(
+    ep: Episode,
+    source: str | Path,
+    prefix: str,
+    action_dim: int | None = None,
+    keys: Mapping[str, str] | None = None,
+) -> Episode:
+    """Check one episode's shapes and values; raise :class:`DatasetError` naming the file key.
+
+    A field ``f`` (``obs``, ``actions``, ``rewards``, ``dones``, ``final_obs``, an image key) is
+    named ``keys[f]`` when given, else ``prefix/f`` (``prefix`` is the episode's key path in its
+    file, e.g. ``data/demo_3``). Returns the episode with obs/actions/rewards as float32 and
+    dones as bool.
+    """
+    keys = dict(keys or {})
+
+    def key_of(f: str) -> str:
+        return keys.get(f, f"{prefix}/{f}")
+
+    obs = np.asarray(ep.obs)
+    if obs.ndim != 2:
+        raise _fail(source, key_of("obs"), f"expected a [T, obs_dim] array, got shape {obs.shape}")
+    T = obs.shape[0]
+    if T == 0:
+        raise _fail(source, key_of("obs"), "expected a non-empty episode, got 0 steps")
+    checks = {
+        "actions": (np.asarray(ep.actions), 2),
+        "rewards": (np.asarray(ep.rewards), 1),
+        "dones": (np.asarray(ep.dones), 1),
+    }
+    for key, (arr, ndim) in checks.items():
+        if arr.ndim != ndim or arr.shape[0] != T:
+            want = f"[{T}, dim]" if ndim == 2 else f"[{T}]"
+            raise _fail(source, key_of(key), f"expected shape {want} (as obs), got {arr.shape}")
+    actions = checks["actions"][0]
+    if action_dim is not None and actions.shape[1] != action_dim:
+        raise _fail(
+            source,
+            key_of("actions"),
+            f"expected action dimension {action_dim}, got {actions.shape[1]}",
+        )
+    for key, arr in (("obs", obs), ("actions", actions), ("rewards", checks["rewards"][0])):
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            raise _fail(source, key_of(key), f"expected finite values, got NaN/inf at {bad}")
+    final_obs = ep.final_obs
+    if final_obs is not None:
+        final_obs = np.asarray(final_obs, dtype=np.float32)
+        if final_obs.shape != obs.shape[1:] or not np.all(np.isfinite(final_obs)):
+            raise _fail(
+                source,
+                key_of("final_obs"),
+                f"expected {obs.shape[1:]} finite values, got shape {final_obs.shape}",
+            )
+    for key, img in ep.images.items():
+        if np.asarray(img).shape[0] != T:
+            raise _fail(source, key_of(key), f"expected {T} frames (as obs), got {np.shape(img)}")
+    return replace(
+        ep,
+        obs=obs.astype(np.float32, copy=False),
+        actions=actions.astype(np.float32, copy=False),
+        rewards=checks["rewards"][0].astype(np.float32, copy=False),
+        dones=checks["dones"][0].astype(bool, copy=False),
+        final_obs=final_obs,
+    )
+
+
+def _check_consistent(episodes: list[Episode], source: str | Path, names: list[str]) -> None:
+    if not episodes:
+        raise _fail(source, "episodes", "expected at least one episode, got none")
+    d_obs, d_act = episodes[0].obs_dim, episodes[0].action_dim
+    for ep, name in zip(episodes, names):
+        if ep.obs_dim != d_obs:
+            raise _fail(source, f"{name}/obs", f"expected obs_dim {d_obs}, got {ep.obs_dim}")
+        if ep.action_dim != d_act:
+            raise _fail(
+                source, f"{name}/actions", f"expected action_dim {d_act}, got {ep.action_dim}"
+            )
+
+
+def _require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: no such dataset file")
+    return path
