@@ -267,10 +267,11 @@ class AlgoConfig:
     the potentials and their keypoints are unchanged."""
     retry_failed_starts: int = 0
     """Restart a training episode that failed from the same initial state, up to this many
-    times in a row (0: every episode starts fresh). On Can, BC's failures cluster at starts far
-    from the demos; retries spend the collection there, and with ``success_to_demos`` their
-    successes are the pool's new information. ``train/first_try_success`` is then the policy's
-    success on fresh starts, ``train/success`` that of all episodes, retries included."""
+    times in a row (0: every episode starts fresh): the collection spends more of its episodes
+    on the starts the policy fails. ``train/first_try_success`` is then the policy's success on
+    fresh starts, ``train/success`` that of all episodes, retries included. On Can the 20-demo
+    BC's failures cluster at starts far from the demos, but its successful retries there are
+    worth no more to BC than its other successes (docs/results.md, section 2g)."""
     weight_norm: str = "batch_mean"
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0
