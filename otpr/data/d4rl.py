@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from otpr.data.dataset import (
-    DatasetError,
     DemoDataset,
     Episode,
     _fail,
+    _open_hdf5,
     _require_file,
     validate_episode,
 )
@@ -24,15 +24,9 @@ def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDatas
     Steps after the last flag form a final, unfinished episode. When the file has
     ``next_observations``, each episode's ``final_obs`` is the next observation of its last step.
     """
-    import h5py
-
     path = _require_file(path)
     name = path.name
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable hdf5 file ({e})") from None
-    with f:
+    with _open_hdf5(path) as f:
         arrays = {}
         for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
             if key not in f:

@@ -187,3 +187,14 @@ def _require_file(path: str | Path) -> Path:
     if not path.is_file():
         raise DatasetNotFoundError(f"{path}: no such dataset file")
     return path
+
+
+def _open_hdf5(path: Path) -> Any:
+    """An existing file opened read-only as hdf5 (an ``h5py.File``); an unreadable one raises
+    a DatasetError naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable hdf5 file ({e})") from None

@@ -16,6 +16,7 @@ from otpr.data.dataset import (
     Episode,
     _check_consistent,
     _fail,
+    _open_hdf5,
     _require_file,
     validate_episode,
 )
@@ -48,15 +49,9 @@ def read_robomimic_hdf5(
     in ``mask/<filter_key>``. ``image_keys`` are kept, unconcatenated, in ``Episode.images``.
     ``action_dim``, when given, is checked against every demo's actions.
     """
-    import h5py
-
     path = _require_file(path)
     name = path.name
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable hdf5 file ({e})") from None
-    with f:
+    with _open_hdf5(path) as f:
         if "data" not in f:
             raise _fail(name, "data", "expected the robomimic group 'data', not found")
         data = f["data"]

@@ -467,3 +467,11 @@ def test_dataset_stats() -> None:
     stats = dataset_stats(_indexed())
     assert stats["obs_min"].tolist() == [0] and stats["obs_max"].tolist() == [104]
     assert stats["act_min"].tolist() == [-104] and stats["act_max"].tolist() == [0]
+
+
+@pytest.mark.parametrize("reader", [read_robomimic_hdf5, read_d4rl_hdf5])
+def test_a_file_that_is_not_hdf5_gets_a_named_error(tmp_path: Path, reader) -> None:
+    path = tmp_path / "demos.hdf5"
+    path.write_text("not an hdf5 file")
+    with pytest.raises(DatasetError, match=r"demos\.hdf5: not a readable hdf5 file"):
+        reader(path)
