@@ -155,19 +155,12 @@ def test_evaluation_is_a_function_of_the_weights(tmp_path: Path, monkeypatch) ->
     trainer.close()
 
 
-def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None:
-    """With algo.success_to_demos, the replay rows of successful episodes (and only those)
-    become demo pairs for the actor; a failing env member contributes none."""
+def _member_zero_follows_the_expert(trainer, monkeypatch) -> None:
+    """Collection acts by reach's scripted expert in env member 0; the others stand still."""
     import envs
-    from otpr.loop import Trainer
 
-    monkeypatch.chdir(tmp_path)
-    cfg = _cfg(tmp_path, success_to_demos=True)
-    cfg.algo.steps_per_iter = 40  # apply_debug caps it at 10
-    cfg.task.max_episode_steps = 150
-    trainer = Trainer(cfg, tmp_path / "s")
-    n, h = cfg.task.num_envs, cfg.task.horizon
     expert = envs.make_expert("reach-v3")
+    h = trainer.cfg.task.horizon
 
     def scripted(obs, explore, generator=None):
         chunk = np.stack([expert.act(o[-1]) for o in obs])[:, None].repeat(h, 1)
@@ -175,6 +168,21 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
         return chunk, {}
 
     monkeypatch.setattr(trainer.agent, "act", scripted)
+
+
+def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None:
+    """With algo.success_to_demos, the replay rows of successful episodes (and only those)
+    become demo pairs for the actor; a failing env member contributes none."""
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, success_to_demos=True)
+    cfg.algo.steps_per_iter = 40  # apply_debug caps it at 10
+    cfg.task.max_episode_steps = 150
+    trainer = Trainer(cfg, tmp_path / "s")
+    n = cfg.task.num_envs
+
+    _member_zero_follows_the_expert(trainer, monkeypatch)
     first_online = trainer.buffer.total_added
     out = trainer.collect()
     ids = np.asarray(trainer.state["success_ids"])
@@ -202,7 +210,6 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
 def test_failed_starts_are_retried_and_counted_apart(tmp_path: Path, monkeypatch) -> None:
     """With algo.retry_failed_starts, failing members replay their start; the first-try success
     counts fresh starts only."""
-    import envs
     from otpr.loop import Trainer
 
     monkeypatch.chdir(tmp_path)
@@ -210,15 +217,8 @@ def test_failed_starts_are_retried_and_counted_apart(tmp_path: Path, monkeypatch
     cfg.algo.steps_per_iter = 60  # 240 env steps: the standing member fails twice
     cfg.task.max_episode_steps = 100  # the standing members fail every 100 steps
     trainer = Trainer(cfg, tmp_path / "r")
-    h = cfg.task.horizon
-    expert = envs.make_expert("reach-v3")
 
-    def scripted(obs, explore, generator=None):
-        chunk = np.stack([expert.act(o[-1]) for o in obs])[:, None].repeat(h, 1)
-        chunk[1:] = 0.0  # member 0 follows the expert, the others stand still and fail
-        return chunk, {}
-
-    monkeypatch.setattr(trainer.agent, "act", scripted)
+    _member_zero_follows_the_expert(trainer, monkeypatch)
     out = trainer.collect()
     assert out["train/first_try_episodes"] < out["train/episodes"]
     assert out["train/first_try_success"] > out["train/success"] > 0
