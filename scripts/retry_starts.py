@@ -15,8 +15,9 @@ Plays the checkpoint's acting policy (L = 1, the run's sampler) from fresh train
 - ``stats``: JSON, reset seed -> outcome of each attempt (1 success).
 
 It prints the first-try success, how many failed starts a retry solved, and, for Can, each
-group's distance from the can's start to the nearest demo's (m, x-y plane): starts that fail
-every attempt lie farther from the demos. ``python -m scripts.bc_on_successes --pairs <npz>
+group's distance from the can's start to the nearest demo's (m, x-y plane) and how many of its
+starts lie outside the bounding box of the demos' can starts: starts that fail every attempt
+lie farther from the demos. ``python -m scripts.bc_on_successes --pairs <npz>
 --set hard|easy`` trains BC on the demos plus those pairs; ``scripts.expert_at_starts`` writes
 expert demos at the failed or succeeded starts. docs/results.md section 2g reads these.
 """
@@ -133,11 +134,14 @@ def main() -> None:
         spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
         pos = slice(*slices["Can_pos"])
         demo_xy = np.stack([ep.obs[0, pos][:2] for ep in load_demos(cfg, spec).episodes])
+        low, high = demo_xy.min(0), demo_xy.max(0)
         for name, seeds in groups.items():
             if seeds:
                 xy = np.stack([first_obs[s][pos][:2] for s in seeds])
                 d = np.linalg.norm(xy[:, None] - demo_xy[None], axis=-1).min(1)
                 summary[f"nearest_demo_m/{name}"] = round(float(d.mean()), 3)
+                outside = ((xy < low) | (xy > high)).any(1)
+                summary[f"outside_demo_box/{name}"] = f"{int(outside.sum())}/{len(seeds)}"
     print(json.dumps(summary))
     np.savez(
         args.out,
