@@ -105,6 +105,12 @@ def main() -> None:
     cfg.algo.pretrain_steps = args.steps
     trainer = Trainer(cfg, args.out)  # fresh weights; normaliser fitted on the demos
     num_windows = len(trainer.demo_obs)
+    for name, extra, demo in (("obs", obs, trainer.demo_obs), ("act", act, trainer.demo_act)):
+        if extra.shape[1:] != demo.shape[1:]:
+            raise SystemExit(
+                f"{args.pairs or src}: {name} windows have shape {extra.shape[1:]}, the run's "
+                f"demo windows {demo.shape[1:]} (another task or horizon?)"
+            )
     trainer.demo_obs = np.concatenate([trainer.demo_obs, obs.astype(trainer.demo_obs.dtype)])
     trainer.demo_act = np.concatenate([trainer.demo_act, act.astype(trainer.demo_act.dtype)])
     print(
