@@ -44,6 +44,8 @@ def main() -> None:
     if args.mode == "episode":
         if cfg.task.obs_history < 2:
             raise SystemExit("--mode episode needs task.obs_history >= 2 to see episode starts")
+        if cfg.policy.sampler == "euler_maruyama":
+            raise SystemExit("--mode episode: Euler-Maruyama injects noise at every step")
         if cfg.policy.sampler == "ddim":
             cfg.policy.eta = 0.0
     if args.eta is not None:
@@ -66,7 +68,7 @@ def main() -> None:
         draw = torch.randn(shape, generator=generator) * policy.temperature
         first = (obs_t[:, 0] == obs_t[:, -1]).flatten(1).all(dim=1)  # padded: a new episode
         held = draw if held is None else torch.where(first[:, None, None, None], draw, held)
-        return policy.sample(obs_t, 1, x_T=held)[:, 0].numpy(), {}
+        return policy.sample(obs_t, 1, generator=generator, x_T=held)[:, 0].numpy(), {}
 
     trainer.agent.act = act  # evaluate() calls agent.act(obs, explore=False, generator=...)
     try:
