@@ -229,9 +229,21 @@ def default_demo_path(cfg: Config) -> Path:
     return Path("data") / f"{name}.hdf5"
 
 
-def load_demos(cfg: Config, spec: envs.TaskSpec, progress: bool = True) -> DemoDataset:
-    """Read the configured demo file, or generate (and cache) scripted demos, for ``spec``."""
+def task_spec_of(cfg: Config) -> envs.TaskSpec:
+    """The task's static facts as the run configures it (horizon and env kwargs)."""
+    t = cfg.task
+    return envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
+
+
+def load_demos(
+    cfg: Config, spec: envs.TaskSpec | None = None, progress: bool = True
+) -> DemoDataset:
+    """Read the configured demo file, or generate (and cache) scripted demos, for ``spec``
+    (default: ``task_spec_of(cfg)``)."""
     from otpr import data
+
+    if spec is None:
+        spec = task_spec_of(cfg)
 
     d = cfg.task.demos
     if d.path is None:

@@ -36,7 +36,7 @@ from otpr.agent import OTPRAgent, finite_or_raise
 from otpr.buffer import ReplayBuffer
 from otpr.config import Config, to_dict
 from otpr.data import make_windows
-from otpr.demos import demo_transitions, load_demos
+from otpr.demos import demo_transitions, load_demos, task_spec_of
 from otpr.logger import MetricsLogger
 
 
@@ -57,7 +57,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         t = cfg.task
-        self.spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
+        self.spec = task_spec_of(cfg)
         self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
         self.agent = OTPRAgent(cfg, self.spec)
         self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)

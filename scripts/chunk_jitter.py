@@ -23,7 +23,6 @@ import argparse
 import numpy as np
 import torch
 
-import envs
 from otpr import checkpoint as ckpt_io
 from otpr.config import from_dict
 from otpr.data import make_windows
@@ -47,8 +46,7 @@ def main() -> None:
     ckpt = ckpt_io.resolve(args.checkpoint)
     cfg = from_dict(ckpt_io.read_config(ckpt))
     t = cfg.task
-    spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
-    demo_obs, demo_act = make_windows(load_demos(cfg, spec), t.obs_history, t.horizon)
+    demo_obs, demo_act = make_windows(load_demos(cfg), t.obs_history, t.horizon)
     idx = np.random.default_rng(0).choice(len(demo_obs), min(args.states, len(demo_obs)), False)
     obs, ref = torch.as_tensor(demo_obs[idx]), demo_act[idx]
     policy = ckpt_io.load_policy(ckpt)

@@ -20,7 +20,6 @@ import json
 
 import numpy as np
 
-import envs
 from otpr import checkpoint as ckpt_io
 from otpr.config import from_dict
 from otpr.data import write_robomimic_hdf5
@@ -38,8 +37,7 @@ def main() -> None:
 
     cfg = from_dict(ckpt_io.read_config(ckpt_io.resolve(args.checkpoint)))
     t = cfg.task
-    spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
-    dataset = load_demos(cfg, spec, progress=False)
+    dataset = load_demos(cfg, progress=False)
     stats = json.loads(str(np.load(args.starts)["stats"]))
     want_failed = args.which == "failed"
     seeds = [int(s) for s, outcomes in stats.items() if (not outcomes[0]) == want_failed]

@@ -35,7 +35,7 @@ import envs
 from envs.wrappers import ChunkedEnv
 from otpr import checkpoint as ckpt_io
 from otpr.config import from_dict
-from otpr.demos import load_demos
+from otpr.demos import load_demos, task_spec_of
 
 
 def start_groups(stats: dict[int, list[int]], retries: int) -> dict[str, list[int]]:
@@ -129,9 +129,9 @@ def main() -> None:
         "never_solved": len(groups["never"]),
         "wall_s": round(time.time() - tic),
     }
-    slices = envs.task_spec(t.name).extra.get("obs_slices", {})
+    spec = task_spec_of(cfg)
+    slices = spec.extra.get("obs_slices", {})
     if "Can_pos" in slices:
-        spec = envs.task_spec(t.name, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
         pos = slice(*slices["Can_pos"])
         demo_xy = np.stack([ep.obs[0, pos][:2] for ep in load_demos(cfg, spec).episodes])
         low, high = demo_xy.min(0), demo_xy.max(0)
