@@ -76,6 +76,7 @@ def build_policy(
         sampler=cfg.sampler,
         num_steps=cfg.num_steps,
         eta=cfg.eta,
+        min_std=cfg.min_std,
         temperature=cfg.temperature,
         device=device,
     )

@@ -142,6 +142,10 @@ class PolicyConfig:
     """Sampling temperature in [0, 1]: x_T ~ N(0, tau^2 I) and every step's noise scaled by tau
     (1: the sampler as derived; < 1: nearer the mode). Acts in collection and evaluation. On
     Can, 0.5 took BC from 0.82 to 0.38 (docs/results.md section 2f)."""
+    min_std: float = 0.0
+    """Floor of every denoising step's noise std (DPPO's ``min_sampling_denoising_std``), in
+    collection and evaluation alike. 0: the sampler as derived. ``algo=dppo`` needs it > 0: the
+    last DDIM step is deterministic, so its log-probability would be undefined."""
 
     def __post_init__(self) -> None:
         _one_of(self.name, "policy.name", ("mlp", "unet"))
@@ -150,6 +154,7 @@ class PolicyConfig:
         _check(self.num_steps >= 1, "policy.num_steps", "must be >= 1")
         _check(self.eta >= 0, "policy.eta", "must be >= 0")
         _check(0 <= self.temperature <= 1, "policy.temperature", "must be in [0, 1]")
+        _check(self.min_std >= 0, "policy.min_std", "must be >= 0 (0: no floor)")
         _check(0 < self.beta_min < self.beta_max, "policy.beta_min", "need 0 < beta_min < beta_max")
         _check(0 < self.t_min < 1, "policy.t_min", "must be in (0, 1)")
         _check(all(h > 0 for h in self.hidden), "policy.hidden", "widths must be > 0")
@@ -199,7 +204,8 @@ class AlgoConfig:
     """Pretraining and online fine-tuning."""
 
     name: str = "otpr"
-    """otpr | bc (pretrain only, no fine-tuning)."""
+    """otpr | bc (pretrain only, no fine-tuning) | dppo (PPO through the denoising chain,
+    Ren et al. 2024; the ``ppo_*`` settings)."""
     guidance: str = "H"
     """What weighs candidates and DSM samples: H (OTPR) | Q | A (expectile advantage) | uniform."""
     num_samples: int = 8
@@ -282,13 +288,39 @@ class AlgoConfig:
     """Replay capacity in decisions."""
     demos_in_replay: bool = True
     """Seed the replay buffer with the demo transitions (the critic sees their rewards)."""
+    ppo_epochs: int = 10
+    """dppo: passes over each iteration's rollout."""
+    ppo_minibatch_size: int = 1024
+    """dppo: (decision, denoising step) samples per policy gradient step."""
+    ppo_clip: float = 0.01
+    """dppo: ratio clip range of the last denoising step (DPPO's ``clip_ploss_coef``)."""
+    ppo_clip_base: float = 0.001
+    """dppo: ratio clip range of the first denoising step (``clip_ploss_coef_base``); the steps
+    between follow DPPO's exponential schedule with rate ``ppo_clip_rate``."""
+    ppo_clip_rate: float = 3.0
+    """dppo: curvature of the clip schedule (``clip_ploss_coef_rate``)."""
+    ppo_gae_lambda: float = 0.95
+    """dppo: GAE lambda over decisions."""
+    ppo_denoising_gamma: float = 0.99
+    """dppo: an earlier denoising step's advantage is discounted by this per step before the
+    last (DPPO's ``gamma_denoising``)."""
+    ppo_norm_advantages: bool = True
+    """dppo: standardise the rollout's advantages."""
+    ppo_target_kl: float = 1.0
+    """dppo: stop an iteration's epochs once the mean approximate KL exceeds this (0: never)."""
+    ppo_max_grad_norm: float = 1.0
+    """dppo: clip of the policy gradient norm (0: none)."""
+    ppo_value_lr: float = 1e-3
+    """dppo: learning rate of V(s)."""
+    ppo_value_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """dppo: V(s) MLP widths."""
     eval_every: int = 5
     """Evaluate every N iterations (and after the last)."""
     checkpoint_every: int = 5
     """Checkpoint every N iterations (and after the last)."""
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "algo.name", ("otpr", "bc"))
+        _one_of(self.name, "algo.name", ("otpr", "bc", "dppo"))
         _one_of(self.guidance, "algo.guidance", ("H", "Q", "A", "uniform"))
         _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
         _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
@@ -320,8 +352,20 @@ class AlgoConfig:
         _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
-        for key in ("pretrain_lr", "critic_lr", "actor_lr"):
+        for key in ("pretrain_lr", "critic_lr", "actor_lr", "ppo_value_lr", "ppo_clip"):
             _check(getattr(self, key) > 0, f"algo.{key}", "must be > 0")
+        for key in ("ppo_epochs", "ppo_minibatch_size"):
+            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
+        _check(
+            0 < self.ppo_clip_base <= self.ppo_clip,
+            "algo.ppo_clip_base",
+            f"must be in (0, algo.ppo_clip={self.ppo_clip}]",
+        )
+        _check(self.ppo_clip_rate > 0, "algo.ppo_clip_rate", "must be > 0")
+        for key in ("ppo_gae_lambda", "ppo_denoising_gamma"):
+            _check(0 <= getattr(self, key) <= 1, f"algo.{key}", "must be in [0, 1]")
+        for key in ("ppo_target_kl", "ppo_max_grad_norm"):
+            _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0 (0: off)")
 
 
 @dataclass
@@ -360,6 +404,15 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be >= 0")
+        if self.algo.name == "dppo":
+            # PPO's ratio compares the weights that acted with the ones being trained.
+            _check(self.algo.ema_decay == 0, "algo.ema_decay", "must be 0 with algo=dppo")
+            _one_of(self.policy.sampler, "policy.sampler (algo=dppo)", ("ddim", "euler_maruyama"))
+            _check(
+                self.policy.min_std > 0,
+                "policy.min_std",
+                "must be > 0 with algo=dppo (every denoising step needs a log-probability)",
+            )
 
 
 def apply_debug(cfg: Config) -> Config:

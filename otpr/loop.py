@@ -38,6 +38,7 @@ from otpr.config import Config, to_dict
 from otpr.data import make_windows
 from otpr.demos import demo_transitions, load_demos, task_spec_of
 from otpr.logger import MetricsLogger
+from otpr.ppo import ChainPPO
 
 
 def seed_everything(seed: int) -> None:
@@ -60,6 +61,13 @@ class Trainer:
         self.spec = task_spec_of(cfg)
         self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
         self.agent = OTPRAgent(cfg, self.spec)
+        # algo=dppo: the policy is updated by PPO through its denoising chain (otpr/ppo.py)
+        # instead of OTPR's weighted DSM; the replay still records every transition.
+        self.ppo = (
+            ChainPPO(cfg, self.agent.state, self.agent.state_dim)
+            if cfg.algo.name == "dppo"
+            else None
+        )
         self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
         self.agent.policy.normalizer.fit(self.demo_obs, self.demo_act)
         self._set_keypoints()
@@ -162,8 +170,8 @@ class Trainer:
             f"step_{self.state['env_steps']:012d}_it{self.state['iteration']:05d}",
             to_dict(self.cfg),
             meta,
-            self.agent.modules(),
-            self.agent.optimizers(),
+            {**self.agent.modules(), **(self.ppo.modules() if self.ppo else {})},
+            {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})},
             rng,
             self.buffer.state_dict(),
             self.state,
@@ -193,6 +201,8 @@ class Trainer:
         if ema is None and weights_only and has_average:
             # start from the weights that acted (and were evaluated), as load_policy returns
             modules["policy_ema"] = modules.pop("policy")
+        if self.ppo is not None and not weights_only:
+            modules.update(self.ppo.modules())  # a pretrained policy comes without V: fresh V
         ckpt_io.load_modules(ckpt, modules)
         if ema is not None and not has_average:
             ema.reset_to(self.agent.policy)
@@ -210,7 +220,8 @@ class Trainer:
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)
-        for name, opt in self.agent.optimizers().items():
+        optimizers = {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})}
+        for name, opt in optimizers.items():
             opt.load_state_dict(ts["optimizers"][name])
         ckpt_io.set_rng_state(ts["rng"], self._generators())
         self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
@@ -277,6 +288,8 @@ class Trainer:
             settings["ema_decay"] = a.ema_decay
         if p.temperature != 1.0:  # absent: temperature 1, as before the setting existed
             settings["temperature"] = p.temperature
+        if p.min_std > 0:  # absent: no floor, as before the setting existed
+            settings["min_std"] = p.min_std
         return settings
 
     def evaluate(self) -> dict[str, float]:
@@ -335,7 +348,11 @@ class Trainer:
         fallback = 0.0
         for _ in range(a.steps_per_iter):
             tic = time.perf_counter()
-            actions, info = self.agent.act(self._obs, explore=True)
+            if self.ppo is not None:
+                actions = self.ppo.act(self.agent.acting_policy, self._obs, self.agent.generator)
+                info = {}
+            else:
+                actions, info = self.agent.act(self._obs, explore=True)
             timing["perf/time_sample_s"] += time.perf_counter() - tic
             fallback += info.get("sampler/uniform_fallback", 0.0)
             tic = time.perf_counter()
@@ -365,6 +382,8 @@ class Trainer:
                         self.state["success_ids"].extend(self._ep_ids[i])
                     self._ep_ids[i] = []
             disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
+            if self.ppo is not None:
+                self.ppo.record(disc_reward, t.gamma**steps, term, done, true_next)
             self.buffer.add(
                 obs=self._obs,
                 actions=actions,
@@ -411,8 +430,14 @@ class Trainer:
         return obs, act
 
     def update(self) -> dict[str, float]:
-        """Critic and potentials, then (after warm-up) the actor."""
+        """Critic and potentials, then (after warm-up) the actor; with algo=dppo, V and (after
+        warm-up) PPO on the iteration's rollout."""
         a, o = self.cfg.algo, self.cfg.ot
+        if self.ppo is not None:
+            tic = time.perf_counter()
+            train_actor = self.state["iteration"] >= a.warmup_iterations
+            out = self.ppo.update(self.agent.policy, self.agent.actor_optimizer, train_actor)
+            return {**out, "perf/time_actor_s": time.perf_counter() - tic}
         metrics: dict[str, float] = {}
         timing = defaultdict(float)
         tic = time.perf_counter()

@@ -29,6 +29,12 @@ def test_ablations_are_one_override() -> None:
     assert not cfg.ot.masked and cfg.algo.guidance == "Q" and cfg.policy.name == "unet"
 
 
+def test_dppo_is_one_group_choice_that_sets_its_noise_floor() -> None:
+    cfg = OmegaConf.to_object(_compose("algo=dppo", "task=can"))
+    assert cfg.algo.name == "dppo" and cfg.policy.min_std > 0 and cfg.algo.ema_decay == 0
+    assert cfg.task.name == "can" and cfg.algo.steps_per_iter * cfg.task.act_steps == 300
+
+
 def test_launchers() -> None:
     local = _compose(hydra_cfg=True)
     assert "joblib" in local.hydra.launcher._target_.lower()

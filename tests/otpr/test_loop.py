@@ -16,7 +16,7 @@ from otpr.loop import run
 warnings.filterwarnings("ignore")
 
 
-def _cfg(tmp_path: Path, **algo):
+def _cfg(tmp_path: Path, policy: dict | None = None, **algo):
     cfg = from_dict(
         {
             "task": {
@@ -24,6 +24,7 @@ def _cfg(tmp_path: Path, **algo):
                 "env_kwargs": {"reward": "sparse", "terminate_on_success": True},
             },
             "algo": algo,
+            "policy": policy or {},
             "debug": True,
             "progress": False,
             "tensorboard": False,
@@ -308,3 +309,42 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
     for name, p in plain_ft.agent.policy.named_parameters():
         torch.testing.assert_close(p, avg[name])
     plain_ft.close()
+
+
+def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Path, monkeypatch):
+    """algo=dppo end to end: V and PPO steps run, the policy moves, V is checkpointed and
+    restored on resume, and a pretrained checkpoint (no V) starts a fresh V."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.0, ppo_minibatch_size=8)
+    cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
+    run(cfg, tmp_path / "d")
+    records = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert any("ppo/approx_kl" in r for r in records)  # the actor trained after the warm-up
+    assert any("value/loss" in r for r in records)
+    assert not any("critic/q_loss" in r or "ot/dual" in r for r in records)
+    ckpt = ckpt_io.resolve(tmp_path / "d")
+    first = ckpt_io.resolve(ckpt.parent / sorted(p.name for p in ckpt.parent.glob("step_*"))[0])
+    moved = Trainer(cfg, tmp_path / "x")
+    moved.restore(first)  # after iteration 1 (warm-up: V only)
+    pretrained = {k: v.clone() for k, v in moved.agent.policy.state_dict().items()}
+    moved.restore(ckpt)
+    assert any(
+        not torch.equal(pretrained[k], v) for k, v in moved.agent.policy.state_dict().items()
+    )
+    saved_v = {k: v.clone() for k, v in moved.ppo.value.state_dict().items()}
+    moved.close()
+    cfg.algo.iterations = 3
+    resumed = Trainer(cfg, tmp_path / "d")
+    resumed.restore(tmp_path / "d")
+    for k, v in resumed.ppo.value.state_dict().items():
+        assert torch.equal(v, saved_v[k])
+    resumed.close()
+    fresh = Trainer(cfg, tmp_path / "f")
+    fresh.restore(tmp_path / "d", weights_only=True)  # as otpr-finetune from a BC run
+    assert any(not torch.equal(v, saved_v[k]) for k, v in fresh.ppo.value.state_dict().items())
+    fresh.close()

@@ -1,0 +1,168 @@
+"""PPO through the denoising chain (otpr/ppo.py): GAE, DPPO's clip schedule and log-probs, the
+clipped surrogate, the recorded chains, and a bandit the update must learn."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from otpr.config import ConfigError, from_dict
+from otpr.ppo import ChainPPO, clip_schedule, compute_policy_loss, gae, step_log_prob
+from policies.diffusion import DiffusionPolicy
+from policies.networks import ResidualMLPScoreNet
+from policies.sde import VPSDE
+
+warnings.filterwarnings("ignore")
+
+
+def _gae_by_hand(r, v, nv, term, done, disc, lam):
+    """One env member at a time, scalars only."""
+    t_len, n = len(r), len(r[0])
+    adv = [[0.0] * n for _ in range(t_len)]
+    for i in range(n):
+        nxt = 0.0
+        for t in reversed(range(t_len)):
+            delta = r[t][i] + disc[t][i] * (1 - term[t][i]) * nv[t][i] - v[t][i]
+            nxt = delta + disc[t][i] * lam * (1 - done[t][i]) * nxt
+            adv[t][i] = nxt
+    return adv
+
+
+def test_gae_matches_a_scalar_reference_through_termination_and_truncation() -> None:
+    g = torch.Generator().manual_seed(0)
+    t_len, n = 6, 3
+    r, v, nv = (torch.rand(t_len, n, generator=g) for _ in range(3))
+    disc = torch.full((t_len, n), 0.96)
+    disc[2, 1] = 0.99  # a decision cut short (fewer env steps)
+    term = torch.zeros(t_len, n)
+    done = torch.zeros(t_len, n)
+    term[2, 0] = done[2, 0] = 1.0  # member 0 terminates at t = 2
+    done[3, 1] = 1.0  # member 1 is truncated at t = 3: bootstraps from V(s'), no carry-over
+    adv, ret = gae(r, v, nv, term, done, disc, lam=0.9)
+    ref = torch.tensor(_gae_by_hand(r.tolist(), v.tolist(), nv.tolist(), term.tolist(),
+                                    done.tolist(), disc.tolist(), 0.9))  # fmt: skip
+    assert torch.allclose(adv, ref, atol=1e-6)
+    assert torch.allclose(ret, adv + v)
+    # at a terminal decision the advantage is r - V(s); at a truncated one r + d V(s') - V(s)
+    assert adv[2, 0] == pytest.approx(float(r[2, 0] - v[2, 0]), abs=1e-6)
+    assert adv[3, 1] == pytest.approx(float(r[3, 1] + 0.96 * nv[3, 1] - v[3, 1]), abs=1e-6)
+
+
+def test_gae_with_lambda_one_is_the_discounted_return_minus_the_value() -> None:
+    r = torch.tensor([[1.0], [2.0], [3.0]])
+    v = torch.tensor([[0.5], [0.1], [0.2]])
+    nv = torch.tensor([[0.1], [0.2], [4.0]])  # V of the next decision's state, then a bootstrap
+    zeros, disc = torch.zeros(3, 1), torch.full((3, 1), 0.5)
+    adv, _ = gae(r, v, nv, zeros, zeros, disc, lam=1.0)
+    assert adv[0, 0] == pytest.approx(1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 4 - 0.5)
+    with pytest.raises(ValueError, match="same"):
+        gae(r, v, nv[:2], zeros, zeros, disc, lam=1.0)
+
+
+def test_clip_schedule_runs_from_base_to_final_as_dppo_interpolates() -> None:
+    clip = clip_schedule(3, final=0.01, base=0.001, rate=3.0)
+    mid = 0.001 + 0.009 * math.expm1(1.5) / math.expm1(3.0)
+    assert clip.tolist() == pytest.approx([0.001, mid, 0.01])
+    assert clip_schedule(1, 0.01, 0.001, 3.0).tolist() == pytest.approx([0.01])
+
+
+def test_step_log_prob_is_the_clamped_mean_over_executed_rows() -> None:
+    g = torch.Generator().manual_seed(1)
+    mean = torch.randn(5, 4, 2, generator=g)
+    x = mean + 0.1 * torch.randn(5, 4, 2, generator=g)
+    x[0, 0, 0] += 5.0  # far in the tail: clamped at -5
+    std = torch.tensor(0.1)
+    dens = torch.distributions.Normal(mean, std).log_prob(x).clamp(-5, 2)
+    got = step_log_prob(x, mean, std, act_steps=3)
+    assert torch.allclose(got, dens[:, :3].flatten(1).mean(1), atol=1e-5)
+    changed = x.clone()
+    changed[:, 3] += 1.0  # rows that are not executed do not count
+    assert torch.equal(step_log_prob(changed, mean, std, act_steps=3), got)
+
+
+def test_policy_loss_clips_only_in_the_direction_of_the_advantage() -> None:
+    old = torch.zeros(4)
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    clip = torch.full((4,), 0.1)
+    # ratios 1.5 (A > 0: clipped), 0.5 (A > 0: not), 0.5 (A < 0: clipped), 1.5 (A < 0: not)
+    new = torch.log(torch.tensor([1.5, 0.5, 0.5, 1.5])).requires_grad_(True)
+    loss, info = compute_policy_loss(new, old, adv, clip)
+    loss.backward()
+    expected_grad = torch.tensor([0.0, -0.5, 0.0, 1.5]) / 4  # d(-A r)/d log r = -A r
+    assert torch.allclose(new.grad, expected_grad)
+    assert info["ppo/clip_frac"] == 1.0
+    at_one = torch.zeros(4, requires_grad=True)
+    loss, info = compute_policy_loss(at_one, old, adv, clip)
+    assert float(loss.detach()) == pytest.approx(0.0)  # -mean(A) with r = 1
+    assert info["ppo/approx_kl"] == 0.0
+
+
+def _config(**algo):
+    return from_dict(
+        {
+            "task": {"name": "reach-v3", "horizon": 1, "act_steps": 1},
+            "algo": {"name": "dppo", **algo},
+            "policy": {"min_std": 0.1},
+        }
+    )
+
+
+def _bandit_policy(seed: int = 0) -> DiffusionPolicy:
+    torch.manual_seed(seed)
+    net = ResidualMLPScoreNet(1, 1, 1, hidden=(32, 32, 32))
+    policy = DiffusionPolicy(1, 1, 1, 1, net, VPSDE(), num_steps=4, eta=1.0, min_std=0.1)
+    policy.normalizer.fit(torch.tensor([[[-1.0]], [[1.0]]]), torch.tensor([[[-1.0]], [[1.0]]]))
+    return policy
+
+
+def test_recorded_log_probs_are_those_the_update_recomputes() -> None:
+    """At the first minibatch the ratio is exactly 1: collection and update agree."""
+    policy = _bandit_policy()
+    ppo = ChainPPO(_config(), lambda o: o.flatten(1), 1)
+    obs = np.zeros((6, 1, 1), np.float32)
+    actions = ppo.act(policy, obs, torch.Generator().manual_seed(0))
+    xs, old = ppo._rows["xs"][0], ppo._rows["log_prob"][0]
+    assert actions.shape == (6, 1, 1)
+    assert np.allclose(actions, xs[:, -1].clamp(-1, 1).numpy())  # identity normaliser
+    for k in range(4):
+        mean, std = policy.step_mean_std(torch.as_tensor(obs), xs[:, k], k)
+        assert torch.allclose(step_log_prob(xs[:, k + 1], mean, std, 1), old[:, k], atol=1e-5)
+        assert float(std) >= 0.1  # the floor
+
+
+def test_chain_ppo_learns_a_bandit() -> None:
+    """Reward = the (clipped) action, one decision per episode: PPO must push the chunks up."""
+    policy = _bandit_policy()
+    cfg = _config(ppo_clip=0.2, ppo_clip_base=0.2, ppo_minibatch_size=256, ppo_epochs=4)
+    ppo = ChainPPO(cfg, lambda o: o.flatten(1), 1)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    obs = np.zeros((128, 1, 1), np.float32)
+    ones = np.ones(128, np.float32)
+
+    def mean_reward() -> float:
+        return float(policy.sample(torch.as_tensor(obs), generator=gen).mean())
+
+    before = mean_reward()
+    for _ in range(8):
+        for _ in range(2):
+            a = ppo.act(policy, obs, gen)[:, 0, 0]
+            ppo.record(a, ones, ones, ones, obs)
+        info = ppo.update(policy, opt, train_actor=True)
+    after = mean_reward()
+    assert after > before + 0.4, (before, after)
+    assert info["ppo/samples"] == 256 * 4  # 2 decisions x 128 envs x 4 steps
+    assert not ppo._rows["obs"]  # the rollout is consumed
+
+
+def test_dppo_config_needs_a_noise_floor_and_no_average() -> None:
+    with pytest.raises(ConfigError, match="policy.min_std"):
+        from_dict({"task": {"name": "can"}, "algo": {"name": "dppo"}})
+    with pytest.raises(ConfigError, match="algo.ema_decay"):
+        _config(ema_decay=0.99)
+    with pytest.raises(ConfigError, match="algo.ppo_clip_base"):
+        _config(ppo_clip=0.01, ppo_clip_base=0.02)
