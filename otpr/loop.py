@@ -234,7 +234,10 @@ class Trainer:
         self.logger.truncate_after(self.state["env_steps"])
 
     def _generators(self) -> dict[str, torch.Generator]:
-        return {"agent": self.agent.generator, "potentials": self.agent.potentials.generator}
+        out = {"agent": self.agent.generator, "potentials": self.agent.potentials.generator}
+        if self.ppo is not None:
+            out["ppo"] = self.ppo.generator  # minibatch order
+        return out
 
     def wall_time(self) -> float:
         return self._wall_at_start + time.time() - self._t0

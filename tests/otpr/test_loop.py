@@ -343,6 +343,8 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     resumed.restore(tmp_path / "d")
     for k, v in resumed.ppo.value.state_dict().items():
         assert torch.equal(v, saved_v[k])
+    rng = ckpt_io.load_training_state(tmp_path / "d")["rng"]
+    assert torch.equal(resumed.ppo.generator.get_state(), rng["gen/ppo"])  # minibatch order
     resumed.close()
     fresh = Trainer(cfg, tmp_path / "f")
     fresh.restore(tmp_path / "d", weights_only=True)  # as otpr-finetune from a BC run
