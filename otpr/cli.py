@@ -136,6 +136,7 @@ EVAL_SETTINGS = (
     "policy.num_steps",
     "policy.eta",
     "policy.temperature",
+    "policy.min_std",
     "device",
     "threads",
     "progress",
