@@ -32,6 +32,8 @@ def eval_points(run_dir: str | Path, summary: dict[str, Any]) -> list[dict[str, 
 
 
 def _title(summary: dict[str, Any]) -> str:
+    if summary.get("algo") == "dppo":  # no guidance, no OT
+        return f"{summary.get('task')} / dppo, seed {summary.get('seed')}"
     masked = "masked" if summary.get("masked") else "unmasked"
     return (
         f"{summary.get('task')} / {summary.get('algo')} (guidance {summary.get('guidance')}, "
@@ -87,7 +89,8 @@ def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
         )
         evals = eval_points(run, summary)
         ot = "M" if summary.get("masked") else "U"
-        label = f"{run.name}: {summary.get('guidance', '?')}/{ot} s{summary.get('seed', '?')}"
+        method = "dppo" if summary.get("algo") == "dppo" else f"{summary.get('guidance', '?')}/{ot}"
+        label = f"{run.name}: {method} s{summary.get('seed', '?')}"
         ax.plot(
             [r["env_steps"] for r in evals],
             [r["eval/success"] for r in evals],

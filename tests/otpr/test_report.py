@@ -32,3 +32,11 @@ def test_a_reused_pretrained_level_is_the_first_point(tmp_path: Path) -> None:
     assert [r["env_steps"] for r in eval_points(tmp_path / "bare", bare)] == [100]
     assert write_report(tmp_path / "reused", reused)["curves"].stat().st_size > 0
     assert compare([tmp_path / "reused", tmp_path / "logged"], tmp_path / "c.png").exists()
+
+
+def test_dppo_runs_are_not_labelled_with_ot_guidance() -> None:
+    from otpr.report import _title
+
+    dppo = {"task": "can", "algo": "dppo", "guidance": "H", "masked": True, "seed": 0}
+    assert _title(dppo) == "can / dppo, seed 0"
+    assert "guidance H, masked OT" in _title(dict(dppo, algo="otpr"))
