@@ -136,7 +136,9 @@ class ChainPPO:
 
     # ------------------------------------------------------------------ collection
     @torch.no_grad()
-    def act(self, policy: DiffusionPolicy, obs: np.ndarray, generator: torch.Generator) -> Any:
+    def act(
+        self, policy: DiffusionPolicy, obs: np.ndarray, generator: torch.Generator
+    ) -> np.ndarray:
         """Chunks [N, H, A] (raw) for raw obs [N, T_o, D]; records the chains."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.value_device)
         chain = policy.sample_chain(obs_t, 1, generator=generator)
