@@ -171,7 +171,7 @@ class Trainer:
             to_dict(self.cfg),
             meta,
             {**self.agent.modules(), **(self.ppo.modules() if self.ppo else {})},
-            {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})},
+            self._optimizers(),
             rng,
             self.buffer.state_dict(),
             self.state,
@@ -220,8 +220,7 @@ class Trainer:
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)
-        optimizers = {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})}
-        for name, opt in optimizers.items():
+        for name, opt in self._optimizers().items():
             opt.load_state_dict(ts["optimizers"][name])
         ckpt_io.set_rng_state(ts["rng"], self._generators())
         self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
@@ -232,6 +231,10 @@ class Trainer:
         self._wall_at_start = float(self.state.get("wall_time_s", 0.0))
         self._t0 = time.time()
         self.logger.truncate_after(self.state["env_steps"])
+
+    def _optimizers(self) -> dict[str, Any]:
+        """What ``training_state`` keeps of the agent and, with algo=dppo, of V."""
+        return {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})}
 
     def _generators(self) -> dict[str, torch.Generator]:
         out = {"agent": self.agent.generator, "potentials": self.agent.potentials.generator}

@@ -196,8 +196,9 @@ class ChainPPO:
             return {}
         t_len, n = rows["reward"].shape
         obs = rows["obs"].flatten(0, 1)
+        states = self.state_fn(obs)
         with torch.no_grad():
-            value = self.value(self.state_fn(obs)).view(t_len, n)
+            value = self.value(states).view(t_len, n)
             next_value = self.value(self.state_fn(rows["next"].flatten(0, 1))).view(t_len, n)
         adv, ret = gae(
             rows["reward"],
@@ -217,7 +218,6 @@ class ChainPPO:
         num_k = old.shape[1]
         clips = clip_schedule(num_k, a.ppo_clip, a.ppo_clip_base, a.ppo_clip_rate).to(adv)
         step_discount = a.ppo_denoising_gamma ** torch.arange(num_k - 1, -1, -1).to(adv)
-        states = self.state_fn(obs)
         total = obs.shape[0] * num_k
         size = min(a.ppo_minibatch_size, total)
         metrics: dict[str, list[float]] = {}
