@@ -130,6 +130,7 @@ EVAL_SETTINGS = (
     "task.eval_num_envs",
     "algo.eval_mode",
     "algo.eval_num_samples",
+    "algo.eval_deterministic",
     "algo.guidance",
     "algo.q_temperature",
     "policy.sampler",

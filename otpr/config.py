@@ -218,6 +218,10 @@ class AlgoConfig:
     """Evaluation: single (L = 1) | best (argmax over eval_num_samples candidates)."""
     eval_num_samples: int = 8
     """Candidates per state when eval_mode = best."""
+    eval_deterministic: bool = False
+    """Evaluate without injected noise (DDIM eta 0, no policy.min_std floor; only x_T is drawn),
+    as DPPO evaluates; collection keeps the sampler's noise. Needs sampler ddim or
+    dpm_solver_pp_2m."""
     pretrain_steps: int = 4000
     """Behaviour-cloning (DSM) gradient steps on the demos."""
     pretrain_batch_size: int = 256
@@ -404,6 +408,12 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be >= 0")
+        if self.algo.eval_deterministic:
+            _one_of(
+                self.policy.sampler,
+                "policy.sampler (algo.eval_deterministic=true)",
+                ("ddim", "dpm_solver_pp_2m"),
+            )
         if self.algo.name == "dppo":
             # PPO's ratio compares the weights that acted with the ones being trained.
             _check(self.algo.ema_decay == 0, "algo.ema_decay", "must be 0 with algo=dppo")

@@ -23,6 +23,7 @@ import math
 import random
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -287,14 +288,14 @@ class Trainer:
             "eval_num_envs": t.eval_num_envs,  # member i runs seed + i: which episodes are drawn
             "eval_mode": a.eval_mode,
             "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
-            "sampler": [p.sampler, p.num_steps, p.eta],
+            "sampler": [p.sampler, p.num_steps, 0.0 if a.eval_deterministic else p.eta],
             "max_episode_steps": t.max_episode_steps,
         }
         if a.ema_decay > 0:  # the averaged weights act (absent: the trained ones, as before)
             settings["ema_decay"] = a.ema_decay
         if p.temperature != 1.0:  # absent: temperature 1, as before the setting existed
             settings["temperature"] = p.temperature
-        if p.min_std > 0:  # absent: no floor, as before the setting existed
+        if p.min_std > 0 and not a.eval_deterministic:  # absent: no floor (as before it existed)
             settings["min_std"] = p.min_std
         return settings
 
@@ -311,26 +312,29 @@ class Trainer:
         done_count = np.zeros(n, int)
         ret = np.zeros(n)
         results: list[tuple[int, int, float, float, float]] = []
-        self.agent.acting_policy.eval()
-        while (done_count < quota).any():
-            actions, _ = self.agent.act(obs, explore=False, generator=generator)
-            obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
-            ret += reward
-            for i in np.flatnonzero(term | trunc):
-                if done_count[i] < quota:
-                    fin = info["final_info"]
-                    results.append(
-                        (
-                            int(done_count[i]),
-                            int(i),
-                            float(fin["success"][i]),
-                            float(ret[i]),
-                            float(fin["num_subtasks"][i]),
+        policy = self.agent.acting_policy
+        policy.eval()
+        noise_free = policy.deterministic() if self.cfg.algo.eval_deterministic else nullcontext()
+        with noise_free:
+            while (done_count < quota).any():
+                actions, _ = self.agent.act(obs, explore=False, generator=generator)
+                obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
+                ret += reward
+                for i in np.flatnonzero(term | trunc):
+                    if done_count[i] < quota:
+                        fin = info["final_info"]
+                        results.append(
+                            (
+                                int(done_count[i]),
+                                int(i),
+                                float(fin["success"][i]),
+                                float(ret[i]),
+                                float(fin["num_subtasks"][i]),
+                            )
                         )
-                    )
-                    done_count[i] += 1
-                ret[i] = 0.0
-        self.agent.acting_policy.train()
+                        done_count[i] += 1
+                    ret[i] = 0.0
+        policy.train()
         results = sorted(results)[: t.eval_episodes]
         arr = np.asarray([r[2:] for r in results])
         out = {

@@ -13,6 +13,8 @@ t ~ U[t_min, T], eps ~ N(0, I), x_t = alpha_t x_0 + sigma_t eps, minimise
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -271,6 +273,23 @@ class DiffusionPolicy(ScorePolicy):
         return self._cond(obs).repeat_interleave(num_samples, dim=0)
 
     @torch.no_grad()
+    @contextmanager
+    def deterministic(self) -> Iterator[DiffusionPolicy]:
+        """Within the block, sample with no injected noise: DDIM with eta = 0 and no std floor
+        (DPPO's evaluation, ``deterministic=True``); only x_T is drawn. DPM-Solver++ is
+        deterministic already. Euler-Maruyama has no noise-free form and raises ValueError."""
+        if self.sampler == "euler_maruyama":
+            raise ValueError(
+                "DiffusionPolicy.deterministic: the euler_maruyama sampler injects noise at every "
+                "step by construction; use ddim or dpm_solver_pp_2m"
+            )
+        saved = self.eta, self.min_std
+        self.eta, self.min_std = 0.0, 0.0
+        try:
+            yield self
+        finally:
+            self.eta, self.min_std = saved
+
     def sample(
         self,
         obs: Tensor,

@@ -32,6 +32,7 @@ def test_ablations_are_one_override() -> None:
 def test_dppo_is_one_group_choice_that_sets_its_noise_floor() -> None:
     cfg = OmegaConf.to_object(_compose("algo=dppo", "task=can"))
     assert cfg.algo.name == "dppo" and cfg.policy.min_std > 0 and cfg.algo.ema_decay == 0
+    assert cfg.algo.eval_deterministic  # DPPO evaluates without injected noise
     assert cfg.task.name == "can" and cfg.algo.steps_per_iter * cfg.task.act_steps == 300
 
 

@@ -21,6 +21,10 @@ def test_unknown_key_is_rejected_with_its_name() -> None:
         ({"algo": {"retry_failed_starts": -1}}, "algo.retry_failed_starts"),
         ({"algo": {"weight_clip": -1.0}}, "algo.weight_clip"),
         ({"policy": {"temperature": 1.5}}, "policy.temperature"),
+        (
+            {"algo": {"eval_deterministic": True}, "policy": {"sampler": "euler_maruyama"}},
+            "algo.eval_deterministic",
+        ),
     ],
 )
 def test_invalid_values_name_the_key(override: dict, key: str) -> None:

@@ -350,3 +350,43 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     fresh.restore(tmp_path / "d", weights_only=True)  # as otpr-finetune from a BC run
     assert any(not torch.equal(v, saved_v[k]) for k, v in fresh.ppo.value.state_dict().items())
     fresh.close()
+
+
+def test_deterministic_evaluation_is_the_noise_free_sampler(tmp_path: Path, monkeypatch) -> None:
+    """algo.eval_deterministic evaluates as DDIM eta = 0 without the floor would (same actions,
+    same recorded settings, so a pretrained level is shared), and collection keeps its noise."""
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    taken: dict[str, list[np.ndarray]] = {}
+    settings = {}
+    for name, policy, det in (
+        ("det", {"eta": 1.0, "min_std": 0.1}, True),
+        ("eta0", {"eta": 0.0, "min_std": 0.0}, False),
+        ("noisy", {"eta": 1.0, "min_std": 0.1}, False),
+    ):
+        cfg = _cfg(tmp_path, policy, eval_deterministic=det)
+        cfg.task.eval_episodes = cfg.task.eval_num_envs
+        trainer = Trainer(cfg, tmp_path / name)
+        act, taken[name] = trainer.agent.act, []
+
+        def recording_act(obs, explore, generator=None, act=act, out=taken[name]):
+            actions, info = act(obs, explore, generator)
+            out.append(actions)
+            return actions, info
+
+        monkeypatch.setattr(trainer.agent, "act", recording_act)
+        trainer.evaluate()
+        settings[name] = trainer.state["evals"][-1]["eval_settings"]
+        assert (trainer.agent.policy.eta, trainer.agent.policy.min_std) == (
+            policy["eta"],
+            policy["min_std"],
+        )
+        trainer.close()
+    first = min(len(taken["det"]), len(taken["noisy"]))
+    np.testing.assert_allclose(np.concatenate(taken["det"]), np.concatenate(taken["eta0"]))
+    assert not np.allclose(
+        np.concatenate(taken["det"][:first]), np.concatenate(taken["noisy"][:first])
+    )
+    assert settings["det"] == settings["eta0"] != settings["noisy"]
+    assert settings["det"]["sampler"][2] == 0.0 and "min_std" not in settings["det"]

@@ -339,3 +339,32 @@ def test_policy_runs_with_the_unet_on_an_odd_horizon():
     assert net.final_conv[1].weight.grad.abs().sum() > 0
     actions = policy.sample(obs[:2], num_samples=3)
     assert actions.shape == (2, 3, 6, ACT_DIM) and torch.isfinite(actions).all()
+
+
+def test_deterministic_block_samples_without_noise_and_restores_the_sampler():
+    """Inside ``deterministic()`` the chunk is a function of (obs, x_T): other generators give
+    the same chunk, and it is the eta = 0, no-floor DDIM chunk. Outside, the noisy sampler is
+    back. Euler-Maruyama has no noise-free form and refuses."""
+    policy = make_policy("ddim", eta=1.0, min_std=0.1)
+    obs, _ = batch(4)
+    x_T = torch.randn(4, 1, H, ACT_DIM, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        noisy = [
+            policy.sample(obs, x_T=x_T, generator=torch.Generator().manual_seed(s)) for s in (1, 2)
+        ]
+        with policy.deterministic():
+            quiet = [
+                policy.sample(obs, x_T=x_T, generator=torch.Generator().manual_seed(s))
+                for s in (1, 2)
+            ]
+        assert (policy.eta, policy.min_std) == (1.0, 0.1)
+        reference = make_policy("ddim", eta=0.0, min_std=0.0)
+        expected = reference.sample(obs, x_T=x_T)
+    assert not torch.allclose(noisy[0], noisy[1])
+    assert torch.equal(quiet[0], quiet[1])
+    assert torch.allclose(quiet[0], expected)
+    em = make_policy("euler_maruyama", min_std=0.1)
+    with pytest.raises(ValueError, match="euler_maruyama"):
+        with em.deterministic():
+            pass
+    assert em.min_std == 0.1
