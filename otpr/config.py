@@ -417,6 +417,12 @@ class Config:
         if self.algo.name == "dppo":
             # PPO's ratio compares the weights that acted with the ones being trained.
             _check(self.algo.ema_decay == 0, "algo.ema_decay", "must be 0 with algo=dppo")
+            _check(
+                self.algo.eval_mode == "single",
+                "algo.eval_mode",
+                "must be single with algo=dppo (best ranks candidates by the IQL critic, "
+                "which algo=dppo does not train)",
+            )
             _one_of(self.policy.sampler, "policy.sampler (algo=dppo)", ("ddim", "euler_maruyama"))
             _check(
                 self.policy.min_std > 0,

@@ -528,12 +528,15 @@ class Trainer:
         evals = self.state["evals"]
         pre = next((e for e in evals if e["env_steps"] == 0), None)
         final = evals[-1] if evals else None
-        return {
-            "task": self.cfg.task.name,
-            "algo": self.cfg.algo.name,
+        guided = {  # what OT guidance the run used; DPPO uses none
             "guidance": self.cfg.algo.guidance,
             "masked": self.cfg.ot.masked,
             "actor_targets": self.cfg.algo.actor_targets,
+        }
+        return {
+            "task": self.cfg.task.name,
+            "algo": self.cfg.algo.name,
+            **(guided if self.ppo is None else {}),
             "seed": self.cfg.seed,
             "num_demos": len(self.demos),
             "demo_success": float(np.mean([bool(ep.success) for ep in self.demos])),

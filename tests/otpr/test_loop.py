@@ -322,7 +322,8 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.0, ppo_minibatch_size=8)
     cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
-    run(cfg, tmp_path / "d")
+    summary = run(cfg, tmp_path / "d")
+    assert summary["algo"] == "dppo" and "guidance" not in summary  # no OT guidance to report
     records = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     assert any("ppo/approx_kl" in r for r in records)  # the actor trained after the warm-up
     assert any("value/loss" in r for r in records)

@@ -164,5 +164,7 @@ def test_dppo_config_needs_a_noise_floor_and_no_average() -> None:
         from_dict({"task": {"name": "can"}, "algo": {"name": "dppo"}})
     with pytest.raises(ConfigError, match="algo.ema_decay"):
         _config(ema_decay=0.99)
+    with pytest.raises(ConfigError, match="algo.eval_mode"):
+        _config(eval_mode="best")
     with pytest.raises(ConfigError, match="algo.ppo_clip_base"):
         _config(ppo_clip=0.01, ppo_clip_base=0.02)
