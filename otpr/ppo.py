@@ -14,8 +14,9 @@ MEAN over the executed part of the chunk (its first T_a rows, all action dims) o
 per-element Gaussian log-density clamped to [-5, 2], so ratios stay near 1 and the clip ranges
 are per element; advantages are standardised over the rollout; the loss is the clipped surrogate
 max(-A r, -A clip(r, 1 - c_k, 1 + c_k)). Every step's std is floored by ``policy.min_std``, in
-collection, evaluation and the log-probabilities alike. All K steps are fine-tuned (DPPO can
-freeze the earliest ones with a copy of the base network; this does not).
+collection and in the log-probabilities alike. Evaluation samples without noise (DDIM eta 0, no
+floor) under ``algo.eval_deterministic``, on in ``algo=dppo`` as DPPO evaluates. All K steps are
+fine-tuned (DPPO can freeze the earliest ones with a copy of the base network; this does not).
 
 The loop (``otpr.loop.Trainer``) steps the envs; this module records the chains, computes the
 advantages and updates the policy and V. Truncation is not termination: a decision cut by the
