@@ -528,6 +528,7 @@ class Trainer:
         evals = self.state["evals"]
         pre = next((e for e in evals if e["env_steps"] == 0), None)
         final = evals[-1] if evals else None
+        last_settings = final.get("eval_settings") if final else None
         guided = {  # what OT guidance the run used; DPPO uses none
             "guidance": self.cfg.algo.guidance,
             "masked": self.cfg.ot.masked,
@@ -545,6 +546,11 @@ class Trainer:
             "pretrained_return": pre["eval/return"] if pre else None,
             "final_return": final["eval/return"] if final else None,
             "best_success": max(e["eval/success"] for e in evals) if evals else None,
+            # evaluations measured otherwise than the last one (a run resumed with other
+            # evaluation settings): their numbers do not compare with the final one
+            "evals_under_other_settings": [
+                e["env_steps"] for e in evals if e.get("eval_settings") != last_settings
+            ],
             "env_steps": self.state["env_steps"],
             "iterations": self.state["iteration"],
             "eval_episodes": self.cfg.task.eval_episodes,

@@ -16,7 +16,10 @@ def write_report(run_dir: str | Path, summary: dict[str, Any]) -> dict[str, Path
     out["summary"].write_text(json.dumps(summary, indent=2))
     evals = eval_points(run_dir, summary)
     if evals:
-        out["curves"] = plot_curves(evals, run_dir / "curves.png", title=_title(summary))
+        other = set(summary.get("evals_under_other_settings") or ())
+        out["curves"] = plot_curves(
+            evals, run_dir / "curves.png", title=_title(summary), other_settings=other
+        )
     return out
 
 
@@ -41,9 +44,15 @@ def _title(summary: dict[str, Any]) -> str:
     )
 
 
-def plot_curves(evals: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+def plot_curves(
+    evals: list[dict[str, Any]],
+    path: Path,
+    title: str = "",
+    other_settings: set[int] | frozenset[int] = frozenset(),
+) -> Path:
     """Success and return vs env steps (``evals`` oldest first); the pretrained level is a
-    dashed line."""
+    dashed line. Evaluations at the env steps in ``other_settings`` were measured under other
+    evaluation settings than the last one: hollow markers, named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,6 +66,16 @@ def plot_curves(evals: list[dict[str, Any]], path: Path, title: str = "") -> Pat
     ):
         values = [r[key] for r in evals]
         ax.plot(steps, values, marker="o", label="evaluation")
+        odd = [(x, y) for x, y in zip(steps, values) if x in other_settings]
+        if odd:
+            ax.plot(
+                *zip(*odd),
+                linestyle="none",
+                marker="o",
+                markerfacecolor="white",
+                color="tab:red",
+                label="other eval settings",
+            )
         pre = next((r[key] for r in evals if r["env_steps"] == 0), None)
         if pre is not None:
             ax.axhline(pre, color="gray", linestyle="--", label=f"pretrained ({pre:.2f})")

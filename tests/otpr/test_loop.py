@@ -12,6 +12,7 @@ import pytest
 
 from otpr.config import apply_debug, from_dict
 from otpr.loop import run
+from otpr.report import eval_points
 
 warnings.filterwarnings("ignore")
 
@@ -103,12 +104,16 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path, monkeypatch) -> N
     monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path)
     cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
-    run(cfg, tmp_path / "r")
+    first = run(cfg, tmp_path / "r")
+    assert first["evals_under_other_settings"] == []
     meta = ckpt_io.read_meta(tmp_path / "r")
     assert meta["iteration"] == 2
     cfg.algo.iterations = 3  # a longer run in the same dir picks up at iteration 2
+    cfg.task.eval_seed += 1  # ... and evaluates on other episodes from there on
     summary = run(cfg, tmp_path / "r")
     assert summary["iterations"] == 3 and summary["env_steps"] > meta["env_steps"]
+    earlier = [r["env_steps"] for r in eval_points(tmp_path / "r", summary)][:-1]
+    assert earlier and summary["evals_under_other_settings"] == earlier  # flagged, in the summary
     trainer = Trainer(cfg, tmp_path / "r")
     trainer.restore(tmp_path / "r")
     assert trainer.state["iteration"] == 3 and len(trainer.buffer) > 0

@@ -30,7 +30,10 @@ def test_a_reused_pretrained_level_is_the_first_point(tmp_path: Path) -> None:
     assert [r["env_steps"] for r in eval_points(tmp_path / "logged", logged)] == [0, 100]
     bare = _run(tmp_path / "bare", [(100, 0.6)], pretrained=None)
     assert [r["env_steps"] for r in eval_points(tmp_path / "bare", bare)] == [100]
-    assert write_report(tmp_path / "reused", reused)["curves"].stat().st_size > 0
+    plain = write_report(tmp_path / "reused", reused)["curves"].read_bytes()
+    assert plain
+    flagged = dict(reused, evals_under_other_settings=[0, 100])  # resumed with other settings
+    assert write_report(tmp_path / "reused", flagged)["curves"].read_bytes() != plain
     assert compare([tmp_path / "reused", tmp_path / "logged"], tmp_path / "c.png").exists()
 
 
