@@ -15,6 +15,8 @@ Layout of ``<run_dir>/checkpoints/``::
             replay.npz         the replay buffer, filled part
             loop.json          iteration, env steps, episode counters, eval history
     last                       text file: the name of the newest complete checkpoint
+    evaluated/step_.../        weights at every evaluation (config, meta, modules, loop.json);
+                               kept when rolling retention removes the full checkpoint
 
 Every file is written under a temporary directory that is renamed into place only when
 complete, and ``last`` is replaced atomically, so a run killed at any moment leaves the previous
@@ -36,6 +38,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
+EVALUATED = "evaluated"  # checkpoints/evaluated/: weights of every evaluated point
 
 
 def _save_module(module: torch.nn.Module, path: Path) -> None:
@@ -75,6 +78,44 @@ def set_rng_state(
             gen.set_state(state[f"gen/{name}"])
 
 
+def _write(
+    root: Path,
+    name: str,
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    loop_state: dict[str, Any],
+    training: tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | None,
+) -> Path:
+    """Write ``root/name`` under a temporary name, then rename it into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = root / f".tmp_{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "training_state").mkdir(parents=True)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION), indent=2))
+    for key, module in modules.items():
+        _save_module(module, tmp / f"{key}.safetensors")
+    if training is not None:
+        optimizers, rng, replay = training
+        torch.save(
+            {k: o.state_dict() for k, o in optimizers.items()},
+            tmp / "training_state" / "optimizers.pt",
+        )
+        torch.save(rng, tmp / "training_state" / "rng.pt")
+        if replay is not None:
+            arrays = {f"arr/{k}": v for k, v in replay["arrays"].items()}
+            scalars = {k: np.asarray(replay[k]) for k in ("ptr", "size", "total_added")}
+            np.savez(tmp / "training_state" / "replay.npz", **arrays, **scalars)
+    (tmp / "training_state" / "loop.json").write_text(json.dumps(loop_state, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
 def save_checkpoint(
     run_dir: str | Path,
     name: str,
@@ -89,28 +130,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically and point ``last`` at it; keep the newest ``keep``."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".tmp_{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "training_state").mkdir(parents=True)
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (tmp / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION), indent=2))
-    for key, module in modules.items():
-        _save_module(module, tmp / f"{key}.safetensors")
-    torch.save(
-        {k: o.state_dict() for k, o in optimizers.items()}, tmp / "training_state" / "optimizers.pt"
-    )
-    torch.save(rng, tmp / "training_state" / "rng.pt")
-    if replay is not None:
-        arrays = {f"arr/{k}": v for k, v in replay["arrays"].items()}
-        scalars = {k: np.asarray(replay[k]) for k in ("ptr", "size", "total_added")}
-        np.savez(tmp / "training_state" / "replay.npz", **arrays, **scalars)
-    (tmp / "training_state" / "loop.json").write_text(json.dumps(loop_state, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = _write(root, name, config, meta, modules, loop_state, (optimizers, rng, replay))
     pointer = root / ".last.tmp"
     pointer.write_text(name)
     os.replace(pointer, root / "last")
@@ -119,6 +139,23 @@ def save_checkpoint(
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_evaluated(
+    run_dir: str | Path,
+    name: str,
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    loop_state: dict[str, Any],
+) -> Path:
+    """The weights of an evaluated point of the curve, ``checkpoints/evaluated/<name>``: config,
+    meta, every module and the loop counters, so ``otpr-eval``, ``otpr-finetune`` and
+    :func:`load_policy` read it as a checkpoint. Without optimizer, RNG and replay state it is
+    not a point to resume from; rolling retention leaves it alone."""
+    return _write(
+        Path(run_dir) / "checkpoints" / EVALUATED, name, config, meta, modules, loop_state, None
+    )
 
 
 def resolve(path: str | Path) -> Path:
@@ -162,6 +199,12 @@ def read_loop_state(ckpt: str | Path) -> dict[str, Any]:
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:
     """Optimizers, RNG, replay and loop counters of a checkpoint."""
     ts = resolve(ckpt) / "training_state"
+    if not (ts / "optimizers.pt").exists():
+        raise FileNotFoundError(
+            f"{resolve(ckpt)}: weights only (an evaluated point, or an incomplete checkpoint), "
+            "no optimizer, RNG or replay state to resume from; start a new run from it with "
+            "checkpoint=<it>, or resume from the run directory's checkpoints/last"
+        )
     state: dict[str, Any] = {
         "optimizers": torch.load(ts / "optimizers.pt", weights_only=False),
         "rng": torch.load(ts / "rng.pt", weights_only=False),

@@ -322,6 +322,9 @@ class AlgoConfig:
     """Evaluate every N iterations (and after the last)."""
     checkpoint_every: int = 5
     """Checkpoint every N iterations (and after the last)."""
+    keep_evaluated: bool = True
+    """Also keep the weights of every evaluated point of the curve, checkpoints/evaluated/
+    (modules only, no replay: a few MB each), which rolling retention leaves alone."""
 
     def __post_init__(self) -> None:
         _one_of(self.name, "algo.name", ("otpr", "bc", "dppo"))

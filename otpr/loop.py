@@ -148,7 +148,9 @@ class Trainer:
         self.logger.close()
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self) -> Path:
+    def save(self, evaluated: bool = False) -> Path:
+        """A full checkpoint (resume point), or with ``evaluated`` the weights alone under
+        ``checkpoints/evaluated/`` (``ckpt_io.save_evaluated``)."""
         self.state["wall_time_s"] = self.wall_time()
         meta = {
             "task": self.cfg.task.name,
@@ -164,14 +166,20 @@ class Trainer:
             "iteration": self.state["iteration"],
             "env_steps": self.state["env_steps"],
         }
+        name = f"step_{self.state['env_steps']:012d}_it{self.state['iteration']:05d}"
+        modules = {**self.agent.modules(), **(self.ppo.modules() if self.ppo else {})}
+        if evaluated:
+            return ckpt_io.save_evaluated(
+                self.run_dir, name, to_dict(self.cfg), meta, modules, self.state
+            )
         rng = ckpt_io.rng_state(self._generators())
         rng["loop_numpy"] = self.rng.bit_generator.state
         return ckpt_io.save_checkpoint(
             self.run_dir,
-            f"step_{self.state['env_steps']:012d}_it{self.state['iteration']:05d}",
+            name,
             to_dict(self.cfg),
             meta,
-            {**self.agent.modules(), **(self.ppo.modules() if self.ppo else {})},
+            modules,
             self._optimizers(),
             rng,
             self.buffer.state_dict(),
@@ -514,10 +522,13 @@ class Trainer:
             self.logger.log(
                 dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"]
             )
-            if it % a.eval_every == 0 or it == a.iterations:
+            evaluated = it % a.eval_every == 0 or it == a.iterations
+            if evaluated:
                 res = self.evaluate()
                 bar.set_postfix(success=f"{res['eval/success']:.2f}")
             self.state["phase"] = "finetune"
+            if evaluated and a.keep_evaluated:
+                self.save(evaluated=True)
             if it % a.checkpoint_every == 0 or it == a.iterations:
                 self.save()
             bar.update(1)

@@ -396,3 +396,38 @@ def test_deterministic_evaluation_is_the_noise_free_sampler(tmp_path: Path, monk
     )
     assert settings["det"] == settings["eta0"] != settings["noisy"]
     assert settings["det"]["sampler"][2] == 0.0 and "min_std" not in settings["det"]
+
+
+def test_every_evaluated_point_keeps_its_weights(tmp_path: Path, monkeypatch) -> None:
+    """checkpoints/evaluated/ holds the weights of each evaluation after rolling retention has
+    dropped the full checkpoints: re-evaluating them gives the curve's numbers back; they are
+    not resume points, and say so."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    cfg.algo.iterations, cfg.algo.eval_every, cfg.algo.checkpoint_every = 3, 1, 1
+    run(cfg, tmp_path / "r")
+    full = sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*"))
+    kept = sorted(p.name for p in (tmp_path / "r" / "checkpoints" / "evaluated").iterdir())
+    assert len(full) == 2 and len(kept) == 3 and full == kept[1:]  # the first full one is gone
+    root = tmp_path / "r" / "checkpoints"
+    same = ckpt_io.load_policy(root / "evaluated" / kept[-1]).state_dict()
+    assert all(
+        torch.equal(v, same[k])
+        for k, v in ckpt_io.load_policy(root / full[-1]).state_dict().items()
+    )
+    early = ckpt_io.load_policy(root / "evaluated" / kept[0]).state_dict()
+    assert any(not torch.equal(v, same[k]) for k, v in early.items())  # other weights, kept
+    curve = {e["env_steps"]: e for e in ckpt_io.read_loop_state(tmp_path / "r")["evals"]}
+    first = tmp_path / "r" / "checkpoints" / "evaluated" / kept[0]
+    trainer = Trainer(cfg, tmp_path / "again")
+    trainer.restore(first, weights_only=True)
+    steps = ckpt_io.read_meta(first)["env_steps"]
+    assert trainer.evaluate() == {k: v for k, v in curve[steps].items() if k.startswith("eval/")}
+    with pytest.raises(FileNotFoundError, match="weights only"):
+        trainer.restore(first)
+    trainer.close()
