@@ -281,8 +281,16 @@ class Trainer:
     def pretrain(self) -> dict[str, float]:
         """Behaviour cloning, then the pretrained evaluation and a checkpoint."""
         self.behaviour_cloning()
-        result = self.evaluate()
+        result = self.evaluate_point()
         self.save()
+        return result
+
+    def evaluate_point(self) -> dict[str, float]:
+        """A point of the run's curve: ``evaluate``, then (``algo.keep_evaluated``) the weights
+        it measured, kept under ``checkpoints/evaluated/``."""
+        result = self.evaluate()
+        if self.cfg.algo.keep_evaluated:
+            self.save(evaluated=True)
         return result
 
     def eval_settings(self) -> dict[str, Any]:
@@ -522,13 +530,10 @@ class Trainer:
             self.logger.log(
                 dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"]
             )
-            evaluated = it % a.eval_every == 0 or it == a.iterations
-            if evaluated:
-                res = self.evaluate()
-                bar.set_postfix(success=f"{res['eval/success']:.2f}")
             self.state["phase"] = "finetune"
-            if evaluated and a.keep_evaluated:
-                self.save(evaluated=True)
+            if it % a.eval_every == 0 or it == a.iterations:
+                res = self.evaluate_point()
+                bar.set_postfix(success=f"{res['eval/success']:.2f}")
             if it % a.checkpoint_every == 0 or it == a.iterations:
                 self.save()
             bar.update(1)
@@ -595,7 +600,7 @@ def run(
                         "checkpoint=<pretrained run dir>"
                     )
                 if not any(e["env_steps"] == 0 for e in trainer.state["evals"]):
-                    trainer.evaluate()
+                    trainer.evaluate_point()
                 trainer.finetune()
             summary = trainer.summary()
             write_report(trainer.run_dir, summary)

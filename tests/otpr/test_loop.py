@@ -413,7 +413,8 @@ def test_every_evaluated_point_keeps_its_weights(tmp_path: Path, monkeypatch) ->
     run(cfg, tmp_path / "r")
     full = sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*"))
     kept = sorted(p.name for p in (tmp_path / "r" / "checkpoints" / "evaluated").iterdir())
-    assert len(full) == 2 and len(kept) == 3 and full == kept[1:]  # the first full one is gone
+    # the pretrained point and 3 iterations; the newest two full checkpoints are left
+    assert len(full) == 2 and len(kept) == 4 and full == kept[2:]
     root = tmp_path / "r" / "checkpoints"
     same = ckpt_io.load_policy(root / "evaluated" / kept[-1]).state_dict()
     assert all(
