@@ -272,7 +272,6 @@ class DiffusionPolicy(ScorePolicy):
             raise ValueError(f"DiffusionPolicy.{where}: num_samples must be an int >= 1")
         return self._cond(obs).repeat_interleave(num_samples, dim=0)
 
-    @torch.no_grad()
     @contextmanager
     def deterministic(self) -> Iterator[DiffusionPolicy]:
         """Within the block, sample with no injected noise: DDIM with eta = 0 and no std floor
@@ -290,6 +289,7 @@ class DiffusionPolicy(ScorePolicy):
         finally:
             self.eta, self.min_std = saved
 
+    @torch.no_grad()
     def sample(
         self,
         obs: Tensor,

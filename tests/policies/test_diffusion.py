@@ -361,6 +361,7 @@ def test_deterministic_block_samples_without_noise_and_restores_the_sampler():
         reference = make_policy("ddim", eta=0.0, min_std=0.0)
         expected = reference.sample(obs, x_T=x_T)
     assert not torch.allclose(noisy[0], noisy[1])
+    assert not policy.sample(obs).requires_grad  # sampling builds no graph
     assert torch.equal(quiet[0], quiet[1])
     assert torch.allclose(quiet[0], expected)
     em = make_policy("euler_maruyama", min_std=0.1)
