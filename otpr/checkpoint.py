@@ -198,10 +198,11 @@ def read_loop_state(ckpt: str | Path) -> dict[str, Any]:
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:
     """Optimizers, RNG, replay and loop counters of a checkpoint."""
-    ts = resolve(ckpt) / "training_state"
+    ckpt = resolve(ckpt)
+    ts = ckpt / "training_state"
     if not (ts / "optimizers.pt").exists():
         raise FileNotFoundError(
-            f"{resolve(ckpt)}: weights only (an evaluated point, or an incomplete checkpoint), "
+            f"{ckpt}: weights only (an evaluated point, or an incomplete checkpoint), "
             "no optimizer, RNG or replay state to resume from; start a new run from it with "
             "checkpoint=<it>, or resume from the run directory's checkpoints/last"
         )

@@ -297,6 +297,9 @@ class Trainer:
         """What an evaluation's number depends on besides the weights (stored with each record,
         so a fine-tuning run re-measures a pretrained level taken under other settings)."""
         t, a, p = self.cfg.task, self.cfg.algo, self.cfg.policy
+        policy = self.agent.acting_policy
+        with self._evaluation_sampling(policy):  # the sampler as evaluation runs it
+            eta, min_std = policy.eta, policy.min_std
         settings = {
             "protocol": 2,  # 2: policy noise seeded from eval_seed (session 3)
             "eval_seed": t.eval_seed,
@@ -304,16 +307,20 @@ class Trainer:
             "eval_num_envs": t.eval_num_envs,  # member i runs seed + i: which episodes are drawn
             "eval_mode": a.eval_mode,
             "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
-            "sampler": [p.sampler, p.num_steps, 0.0 if a.eval_deterministic else p.eta],
+            "sampler": [p.sampler, p.num_steps, eta],
             "max_episode_steps": t.max_episode_steps,
         }
         if a.ema_decay > 0:  # the averaged weights act (absent: the trained ones, as before)
             settings["ema_decay"] = a.ema_decay
         if p.temperature != 1.0:  # absent: temperature 1, as before the setting existed
             settings["temperature"] = p.temperature
-        if p.min_std > 0 and not a.eval_deterministic:  # absent: no floor (as before it existed)
-            settings["min_std"] = p.min_std
+        if min_std > 0:  # absent: no floor, as before the setting existed
+            settings["min_std"] = min_std
         return settings
+
+    def _evaluation_sampling(self, policy: Any) -> Any:
+        """The context evaluation samples in: noise-free under ``algo.eval_deterministic``."""
+        return policy.deterministic() if self.cfg.algo.eval_deterministic else nullcontext()
 
     def evaluate(self) -> dict[str, float]:
         """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds
@@ -330,8 +337,7 @@ class Trainer:
         results: list[tuple[int, int, float, float, float]] = []
         policy = self.agent.acting_policy
         policy.eval()
-        noise_free = policy.deterministic() if self.cfg.algo.eval_deterministic else nullcontext()
-        with noise_free:
+        with self._evaluation_sampling(policy):
             while (done_count < quota).any():
                 actions, _ = self.agent.act(obs, explore=False, generator=generator)
                 obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
