@@ -316,6 +316,14 @@ class AlgoConfig:
     """dppo: clip of the policy gradient norm (0: none)."""
     ppo_value_lr: float = 1e-3
     """dppo: learning rate of V(s)."""
+    ppo_bc_coef: float = 0.0
+    """dppo: weight of a behaviour-cloning term added to every policy minibatch step's loss:
+    the unweighted DSM loss (SODP eq. 14; SODP's total loss is eq. 15 with weight 1.0) on
+    ``ppo_bc_batch_size`` pairs drawn as the OTPR actor draws demo pairs, from the demo windows
+    and, with ``algo.success_to_demos``, the pairs of successful online episodes (SODP's target
+    buffer of proficient trajectories). 0: plain DPPO."""
+    ppo_bc_batch_size: int = 256
+    """dppo: pairs per behaviour-cloning term (``ppo_bc_coef``)."""
     ppo_value_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
     """dppo: V(s) MLP widths."""
     eval_every: int = 5
@@ -361,7 +369,8 @@ class AlgoConfig:
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         for key in ("pretrain_lr", "critic_lr", "actor_lr", "ppo_value_lr", "ppo_clip"):
             _check(getattr(self, key) > 0, f"algo.{key}", "must be > 0")
-        for key in ("ppo_epochs", "ppo_minibatch_size"):
+        _check(self.ppo_bc_coef >= 0, "algo.ppo_bc_coef", "must be >= 0")
+        for key in ("ppo_epochs", "ppo_minibatch_size", "ppo_bc_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         _check(
             0 < self.ppo_clip_base <= self.ppo_clip,
@@ -417,6 +426,11 @@ class Config:
                 "policy.sampler (algo.eval_deterministic=true)",
                 ("ddim", "dpm_solver_pp_2m"),
             )
+        _check(
+            self.algo.ppo_bc_coef == 0 or self.algo.name == "dppo",
+            "algo.ppo_bc_coef",
+            f"acts only with algo=dppo (algo.name={self.algo.name!r}); leave it 0",
+        )
         if self.algo.name == "dppo":
             # PPO's ratio compares the weights that acted with the ones being trained.
             _check(self.algo.ema_decay == 0, "algo.ema_decay", "must be 0 with algo=dppo")

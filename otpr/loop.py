@@ -468,7 +468,12 @@ class Trainer:
         if self.ppo is not None:
             tic = time.perf_counter()
             train_actor = self.state["iteration"] >= a.warmup_iterations
-            out = self.ppo.update(self.agent.policy, self.agent.actor_optimizer, train_actor)
+            out = self.ppo.update(
+                self.agent.policy,
+                self.agent.actor_optimizer,
+                train_actor,
+                bc_batch=lambda: self._demo_batch(a.ppo_bc_batch_size),
+            )
             return {**out, "perf/time_actor_s": time.perf_counter() - tic}
         metrics: dict[str, float] = {}
         timing = defaultdict(float)

@@ -13,10 +13,13 @@ As DPPO computes them (``model/diffusion/diffusion_ppo.py``): a step's log-proba
 MEAN over the executed part of the chunk (its first T_a rows, all action dims) of the
 per-element Gaussian log-density clamped to [-5, 2], so ratios stay near 1 and the clip ranges
 are per element; advantages are standardised over the rollout; the loss is the clipped surrogate
-max(-A r, -A clip(r, 1 - c_k, 1 + c_k)). Every step's std is floored by ``policy.min_std``, in
-collection and in the log-probabilities alike. Evaluation samples without noise (DDIM eta 0, no
-floor) under ``algo.eval_deterministic``, on in ``algo=dppo`` as DPPO evaluates. All K steps are
-fine-tuned (DPPO can freeze the earliest ones with a copy of the base network; this does not).
+max(-A r, -A clip(r, 1 - c_k, 1 + c_k)), plus, with ``algo.ppo_bc_coef`` > 0, that weight
+times the DSM loss on a fresh batch of demo (and successful-episode) pairs: SODP's
+behaviour-cloning regulariser (eq. 14-15), off in plain DPPO. Every step's std is floored by
+``policy.min_std``, in collection and in the log-probabilities alike. Evaluation samples
+without noise (DDIM eta 0, no floor) under ``algo.eval_deterministic``, on in ``algo=dppo`` as
+DPPO evaluates. All K steps are fine-tuned (DPPO can freeze the earliest ones with a copy of
+the base network; this does not).
 
 The loop (``otpr.loop.Trainer``) steps the envs; this module records the chains, computes the
 advantages and updates the policy and V. Truncation is not termination: a decision cut by the
@@ -187,10 +190,14 @@ class ChainPPO:
         policy: DiffusionPolicy,
         optimizer: torch.optim.Optimizer,
         train_actor: bool,
+        bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, float]:
         """Advantages of the recorded rollout, then ``ppo_epochs`` passes of V and (when
-        ``train_actor``) policy minibatch steps; clears the rollout."""
+        ``train_actor``) policy minibatch steps; clears the rollout. ``bc_batch`` draws the raw
+        (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.ppo_bc_coef`` > 0."""
         a = self.cfg.algo
+        if a.ppo_bc_coef > 0 and bc_batch is None:
+            raise ValueError("ChainPPO.update: algo.ppo_bc_coef > 0 needs bc_batch")
         rows = {k: torch.stack(v) for k, v in self._rows.items()}  # [T, N, ...]
         self._clear()
         if not len(rows["obs"]):
@@ -242,13 +249,18 @@ class ChainPPO:
                 loss, info = compute_policy_loss(
                     new, old[b, k], adv[b] * step_discount[k], clips[k]
                 )
+                info["ppo/policy_loss"] = float(loss.detach())
+                if a.ppo_bc_coef > 0:
+                    bc_obs, bc_act = bc_batch()
+                    bc_loss, _ = policy.compute_dsm_loss(bc_obs, bc_act)
+                    loss = loss + a.ppo_bc_coef * bc_loss
+                    info["ppo/bc_loss"] = float(bc_loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if a.ppo_max_grad_norm > 0:
                     norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), a.ppo_max_grad_norm)
                     info["ppo/grad_norm"] = float(norm)
                 optimizer.step()
-                info["ppo/policy_loss"] = float(loss.detach())
                 log(info)
                 epoch_kl.append(info["ppo/approx_kl"])
             if a.ppo_target_kl > 0 and epoch_kl and float(np.mean(epoch_kl)) > a.ppo_target_kl:

@@ -159,6 +159,53 @@ def test_chain_ppo_learns_a_bandit() -> None:
     assert not ppo._rows["obs"]  # the rollout is consumed
 
 
+def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> None:
+    """algo.ppo_bc_coef: with reward 0 and V = 0 every advantage is 0 and the clipped surrogate
+    has no gradient, so only the behaviour-cloning term can move the policy: towards the target
+    chunk (0.8) when on; not at all when off, and then its batch function is never drawn from."""
+    obs = np.zeros((64, 1, 1), np.float32)
+    target = (torch.zeros(64, 1, 1), torch.full((64, 1, 1), 0.8))
+    results = {}
+    for coef in (0.0, 1.0):
+        policy = _bandit_policy()
+        start = {k: v.clone() for k, v in policy.state_dict().items()}
+        cfg = _config(
+            ppo_bc_coef=coef, ppo_minibatch_size=64, ppo_epochs=2, ppo_norm_advantages=False
+        )
+        ppo = ChainPPO(cfg, lambda o: o.flatten(1), 1)
+        for p in ppo.value.parameters():
+            p.data.zero_()  # V = 0, and its loss against returns of 0 has no gradient
+        opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        draws: list[int] = []
+
+        def bc_batch(draws=draws):
+            draws.append(1)
+            return target
+
+        for _ in range(6):
+            ppo.act(policy, obs, gen)
+            ppo.record(np.zeros(64, np.float32), np.ones(64), np.ones(64), np.ones(64), obs)
+            info = ppo.update(policy, opt, train_actor=True, bc_batch=bc_batch)
+        with torch.no_grad():
+            det = policy.sample(torch.as_tensor(obs), generator=torch.Generator().manual_seed(1))
+        moved = any(not torch.equal(start[k], v) for k, v in policy.state_dict().items())
+        results[coef] = (float(det.mean()), moved, len(draws), info)
+    mean_off, moved_off, draws_off, info_off = results[0.0]
+    mean_on, moved_on, draws_on, info_on = results[1.0]
+    assert not moved_off and draws_off == 0 and "ppo/bc_loss" not in info_off
+    assert moved_on and draws_on == 6 * 2 * 4  # one draw per minibatch step (4 steps each)
+    assert info_on["ppo/bc_loss"] > 0
+    assert abs(mean_on - 0.8) < 0.25 and abs(mean_off - 0.8) > abs(mean_on - 0.8) + 0.2, (
+        mean_off,
+        mean_on,
+    )
+    ppo.act(policy, obs, gen)
+    ppo.record(np.zeros(64, np.float32), np.ones(64), np.ones(64), np.ones(64), obs)
+    with pytest.raises(ValueError, match="bc_batch"):
+        ppo.update(policy, opt, train_actor=True)
+
+
 def test_dppo_config_needs_a_noise_floor_and_no_average() -> None:
     with pytest.raises(ConfigError, match="policy.min_std"):
         from_dict({"task": {"name": "can"}, "algo": {"name": "dppo"}})
@@ -168,3 +215,7 @@ def test_dppo_config_needs_a_noise_floor_and_no_average() -> None:
         _config(eval_mode="best")
     with pytest.raises(ConfigError, match="algo.ppo_clip_base"):
         _config(ppo_clip=0.01, ppo_clip_base=0.02)
+    with pytest.raises(ConfigError, match="algo.ppo_bc_coef"):
+        _config(ppo_bc_coef=-0.1)
+    with pytest.raises(ConfigError, match="algo.ppo_bc_coef.*algo=dppo"):
+        from_dict({"task": {"name": "can"}, "algo": {"name": "otpr", "ppo_bc_coef": 1.0}})
