@@ -253,3 +253,44 @@ def test_lift_expert_succeeds() -> None:
 @pytest.mark.parametrize("task", ["can", "square"])
 def test_can_and_square_experts_succeed(task: str) -> None:
     assert all(_run_expert(task, [200]))
+
+
+@pytest.mark.robosuite
+@pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
+def test_can_failure_classes_read_the_goal_where_success_does() -> None:
+    """scripts/can_failures: the can's quarter of the goal bin is where robosuite's success
+    holds (gripper away), another quarter is in the bin but not the goal; and each class."""
+    from scripts.can_failures import CLASSES, classify, goal_regions
+
+    env = envs.make_single("can", seed=0)
+    env.reset(seed=0)
+    sim_env = env.sim_env
+    in_quarter, in_goal_bin = goal_regions(sim_env)
+    can = next(o for o in sim_env.objects if o.name == "Can")
+    bin_x, bin_y, bin_z = sim_env.bin2_pos
+    quarter_x, quarter_y = sim_env.bin_size[0] / 4, sim_env.bin_size[1] / 4
+    placements = {  # (x, y) -> the can's quarter?
+        (bin_x + quarter_x, bin_y + quarter_y): True,
+        (bin_x - quarter_x, bin_y + quarter_y): False,
+        (bin_x + quarter_x, bin_y - quarter_y): False,
+    }
+    for (x, y), own in placements.items():
+        qpos = sim_env.sim.data.get_joint_qpos(can.joints[0]).copy()
+        qpos[:3] = (x, y, bin_z + 0.06)
+        sim_env.sim.data.set_joint_qpos(can.joints[0], qpos)
+        sim_env.sim.forward()
+        pos = sim_env.sim.data.body_xpos[sim_env.obj_body_id["Can"]].copy()
+        assert bool(sim_env._check_success()) is own
+        assert in_quarter(pos) is own and in_goal_bin(pos)
+    assert not in_goal_bin(np.array([0.1, -0.25, 0.86]))  # the start bin
+    env.close()
+    cases = {
+        CLASSES[0]: (0.01, 80.0, 0.83, 0.86, False, False),
+        CLASSES[1]: (0.01, 5.0, 0.86, 0.86, False, False),
+        CLASSES[2]: (0.15, 5.0, 0.86, 0.86, True, True),
+        CLASSES[3]: (0.15, 5.0, 0.86, 0.86, False, True),
+        CLASSES[4]: (0.15, 5.0, 1.00, 0.86, False, False),
+        CLASSES[5]: (0.15, 90.0, 0.83, 0.86, False, False),
+    }
+    for name, args in cases.items():
+        assert classify(*args) == name
