@@ -219,13 +219,16 @@ class Trainer:
             ema.end_warmup()  # the loaded average already holds the pretraining steps
         self._set_keypoints()
         if weights_only:
-            # keep the pretrained evaluation only if it was measured as this run measures
+            # This run starts at these weights: keep their evaluation (the one at the
+            # checkpoint's own env step; 0 for a pretrained checkpoint) as its starting level,
+            # and only if it was measured as this run measures.
             loop = ckpt_io.read_loop_state(ckpt)
+            at = loop.get("env_steps", 0)
             self.state["evals"] = [
-                e
+                dict(e, env_steps=0, iteration=0)
                 for e in loop.get("evals", [])
-                if e["env_steps"] == 0 and e.get("eval_settings") == self.eval_settings()
-            ]
+                if e["env_steps"] == at and e.get("eval_settings") == self.eval_settings()
+            ][-1:]
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)

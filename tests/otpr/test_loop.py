@@ -232,6 +232,7 @@ def test_failed_starts_are_retried_and_counted_apart(tmp_path: Path, monkeypatch
 
 
 def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path, monkeypatch):
+    from otpr import checkpoint as ckpt_io
     from otpr.loop import Trainer
 
     monkeypatch.chdir(tmp_path)
@@ -254,6 +255,27 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
     colder.restore(tmp_path / "bc", weights_only=True)
     assert colder.state["evals"] == []
     colder.close()
+    cfg.policy.temperature = 1.0
+    # From a fine-tuned checkpoint, its own evaluation is the starting level, not the BC's;
+    # from one whose point was not evaluated (iteration 1 of 2, evaluated every 2), none is.
+    cfg.checkpoint = str(tmp_path / "bc")
+    cfg.algo.iterations, cfg.algo.eval_every, cfg.algo.checkpoint_every = 2, 2, 1
+    run(cfg, tmp_path / "ft")
+    ft = ckpt_io.resolve(tmp_path / "ft")
+    loop = ckpt_io.read_loop_state(ft)
+    assert loop["evals"][-1]["env_steps"] == loop["env_steps"] > 0
+    assert loop["evals"][0]["env_steps"] == 0
+    for e, level in zip(loop["evals"], (0.25, 0.75), strict=True):  # tell the two apart
+        e["eval/success"] = level
+    (ft / "training_state" / "loop.json").write_text(json.dumps(loop))
+    later = Trainer(cfg, tmp_path / "d")
+    later.restore(ft, weights_only=True)
+    assert later.state["evals"] == [dict(loop["evals"][-1], env_steps=0, iteration=0)]
+    first = ckpt_io.resolve(ft.parent / sorted(p.name for p in ft.parent.glob("step_*"))[0])
+    assert ckpt_io.read_loop_state(first)["iteration"] == 1
+    later.restore(first, weights_only=True)
+    assert later.state["evals"] == []
+    later.close()
 
 
 def test_a_stopped_run_still_gets_a_report(tmp_path: Path, monkeypatch) -> None:
