@@ -14,6 +14,8 @@ eta 0 and no std floor, as ``algo=dppo`` evaluates). For every failed episode it
 - ``tilt``: the can's largest tilt from upright (degrees; 90 = knocked over),
 - ``closest``: the smallest can-to-gripper distance (m),
 - ``final``: the can's final position (world frame, m),
+- ``gap``: the final can-to-gripper distance (m; robosuite counts the can as placed only with
+  the gripper more than ~0.042 m from it),
 
 its class (``classify``) and a count per class. Where the goal is, is read from robosuite's
 PickPlace env (``not_in_bin``: the can has one quarter of the goal bin, and success needs the can
@@ -34,19 +36,18 @@ import envs
 from otpr.checkpoint import load_policy, read_config
 
 LIFTED = 0.04  # m above its start: the can left the table (Lift's own success height)
+HELD = 0.05  # m can-to-gripper at the end: still in the hand
 CLASSES = (
     "never lifted, knocked over",
     "never lifted, upright",
-    "in its quarter, still held",
+    "in its quarter, gripper on it",
     "in the goal bin, wrong quarter",
-    "carried at the time limit",
-    "lifted, dropped outside the goal bin",
+    "held at the time limit",
+    "lifted, left outside the goal bin",
 )
 
 
-def classify(
-    lift: float, tilt: float, final_z: float, start_z: float, in_quarter: bool, in_goal_bin: bool
-) -> str:
+def classify(lift: float, tilt: float, gap: float, in_quarter: bool, in_goal_bin: bool) -> str:
     """The failure class of an episode that did not succeed (one of ``CLASSES``)."""
     if lift < LIFTED:
         return CLASSES[0] if tilt > 45 else CLASSES[1]
@@ -54,9 +55,9 @@ def classify(
         return CLASSES[2]  # success also needs the gripper away from the can
     if in_goal_bin:
         return CLASSES[3]
-    if final_z >= start_z + LIFTED:
+    if gap < HELD:
         return CLASSES[4]
-    return CLASSES[5]
+    return CLASSES[5]  # on the table, a bin's wall, the floor
 
 
 def goal_regions(sim_env: Any) -> tuple[Any, Any]:
@@ -124,7 +125,7 @@ def run(
                             "tilt": float(np.degrees(np.arccos(np.clip(up, -1, 1))).max()),
                             "closest": float(np.linalg.norm(rel, axis=1).min()),
                             "final": pos[-1].tolist(),
-                            "start_z": float(pos[0, 2]),
+                            "gap": float(np.linalg.norm(rel[-1])),
                             "in_quarter": in_quarter(pos[-1]),
                             "in_goal_bin": in_goal_bin(pos[-1]),
                         }
@@ -152,13 +153,11 @@ def main() -> None:
     print(f"success {1 - len(fails) / len(rows):.3f} over {len(rows)} episodes")
     classes: dict[str, int] = {}
     for r in fails:
-        r["class"] = classify(
-            r["lift"], r["tilt"], r["final"][2], r["start_z"], r["in_quarter"], r["in_goal_bin"]
-        )
+        r["class"] = classify(r["lift"], r["tilt"], r["gap"], r["in_quarter"], r["in_goal_bin"])
         classes[r["class"]] = classes.get(r["class"], 0) + 1
         print(
             f"  {r['class']:38s} lift {r['lift']:.3f}  tilt {r['tilt']:3.0f}  "
-            f"closest {r['closest']:.3f}  final {np.round(r['final'], 3)}"
+            f"closest {r['closest']:.3f}  gap {r['gap']:.3f}  final {np.round(r['final'], 3)}"
         )
     for name in CLASSES:
         if name in classes:

@@ -284,13 +284,13 @@ def test_can_failure_classes_read_the_goal_where_success_does() -> None:
         assert in_quarter(pos) is own and in_goal_bin(pos)
     assert not in_goal_bin(np.array([0.1, -0.25, 0.86]))  # the start bin
     env.close()
-    cases = {
-        CLASSES[0]: (0.01, 80.0, 0.83, 0.86, False, False),
-        CLASSES[1]: (0.01, 5.0, 0.86, 0.86, False, False),
-        CLASSES[2]: (0.15, 5.0, 0.86, 0.86, True, True),
-        CLASSES[3]: (0.15, 5.0, 0.86, 0.86, False, True),
-        CLASSES[4]: (0.15, 5.0, 1.00, 0.86, False, False),
-        CLASSES[5]: (0.15, 90.0, 0.83, 0.86, False, False),
+    cases = {  # lift, tilt, final gap to the gripper, in its quarter, in the goal bin
+        CLASSES[0]: (0.01, 80.0, 0.3, False, False),
+        CLASSES[1]: (0.01, 5.0, 0.01, False, False),
+        CLASSES[2]: (0.15, 5.0, 0.01, True, True),
+        CLASSES[3]: (0.15, 5.0, 0.01, False, True),
+        CLASSES[4]: (0.15, 5.0, 0.01, False, False),
+        CLASSES[5]: (0.15, 5.0, 0.4, False, False),
     }
     for name, args in cases.items():
         assert classify(*args) == name
