@@ -223,11 +223,11 @@ class Trainer:
             # checkpoint's own env step; 0 for a pretrained checkpoint) as its starting level,
             # and only if it was measured as this run measures.
             loop = ckpt_io.read_loop_state(ckpt)
-            at = loop.get("env_steps", 0)
+            at, settings = loop.get("env_steps", 0), self.eval_settings()
             self.state["evals"] = [
                 dict(e, env_steps=0, iteration=0)
                 for e in loop.get("evals", [])
-                if e["env_steps"] == at and e.get("eval_settings") == self.eval_settings()
+                if e["env_steps"] == at and e.get("eval_settings") == settings
             ][-1:]
             self.state["phase"] = "pretrained"
             return
