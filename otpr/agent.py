@@ -134,7 +134,8 @@ class OTPRAgent:
         ``algo.ema_decay > 0``, else the trained network itself."""
         return self.policy if self.ema is None else self.ema.model
 
-    def _after_policy_step(self) -> None:
+    def after_policy_step(self) -> None:
+        """Fold the trained weights into the average (after every policy gradient step)."""
         if self.ema is not None:
             self.ema.update(self.policy)
 
@@ -232,7 +233,7 @@ class OTPRAgent:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        self._after_policy_step()
+        self.after_policy_step()
         out = {"pretrain/dsm": loss.item()}
         out.update({f"pretrain/{k.split('/')[-1]}": v for k, v in info.items() if "/" in k})
         return out
@@ -311,7 +312,7 @@ class OTPRAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
-        self._after_policy_step()
+        self.after_policy_step()
         out = {k: v for k, v in info.items() if isinstance(v, (int, float))}
         out["actor/dsm"] = loss.item()
         out["actor/in_support_frac"] = float(in_support.mean())

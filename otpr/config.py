@@ -80,6 +80,12 @@ class TaskConfig:
     """sync | async vector env."""
     gamma: float = 0.99
     """Discount per env step (a chunk of k steps discounts by gamma**k)."""
+    timeout_is_terminal: bool = False
+    """Learn from an episode that reaches ``max_episode_steps`` as from a terminal one (no value
+    after it) instead of bootstrapping V of its last state. Success is scored within the time
+    limit and the state has no clock, so with a discount near 1 a bootstrapped value credits a
+    policy for what it would do after the limit (on Can: keep holding the can, docs/results.md
+    2j). Evaluation and reported returns are unchanged."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the task factory (e.g. reward: sparse)."""
     reward_scale: float = 1.0
@@ -254,7 +260,9 @@ class AlgoConfig:
     """Actor learning rate during fine-tuning."""
     ema_decay: float = 0.0
     """EMA of the policy's weights over pretraining and actor steps (0: off). The averaged
-    copy acts (collection, evaluation) and is what ``load_policy`` returns."""
+    copy acts (collection, evaluation) and is what ``load_policy`` returns. With algo=dppo the
+    trained weights collect (PPO's ratio compares the weights that acted with the ones being
+    trained) and the average, updated after every policy gradient step, is evaluated."""
     actor_targets: str = "replay"
     """What the actor fits. replay: the replay's (s, a) pairs weighted by H(s, a). resampled
     (OTPR sec. 4.4): for replay states, L fresh candidates of the current policy weighted by H
@@ -432,8 +440,6 @@ class Config:
             f"acts only with algo=dppo (algo.name={self.algo.name!r}); leave it 0",
         )
         if self.algo.name == "dppo":
-            # PPO's ratio compares the weights that acted with the ones being trained.
-            _check(self.algo.ema_decay == 0, "algo.ema_decay", "must be 0 with algo=dppo")
             _check(
                 self.algo.eval_mode == "single",
                 "algo.eval_mode",

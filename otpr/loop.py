@@ -215,8 +215,9 @@ class Trainer:
         ckpt_io.load_modules(ckpt, modules)
         if ema is not None and not has_average:
             ema.reset_to(self.agent.policy)
-        elif ema is not None and weights_only:
-            ema.end_warmup()  # the loaded average already holds the pretraining steps
+        if ema is not None and weights_only:
+            # the loaded weights are trained ones, not a random start the warm-up forgets fast
+            ema.end_warmup()
         self._set_keypoints()
         if weights_only:
             # This run starts at these weights: keep their evaluation (the one at the
@@ -384,7 +385,8 @@ class Trainer:
         for _ in range(a.steps_per_iter):
             tic = time.perf_counter()
             if self.ppo is not None:
-                actions = self.ppo.act(self.agent.acting_policy, self._obs, self.agent.generator)
+                # the trained weights collect: PPO's ratio is taken against them
+                actions = self.ppo.act(self.agent.policy, self._obs, self.agent.generator)
                 info = {}
             else:
                 actions, info = self.agent.act(self._obs, explore=True)
@@ -394,6 +396,7 @@ class Trainer:
             next_obs, reward, term, trunc, infos = env.step(actions[:, : t.act_steps])
             timing["perf/time_env_s"] += time.perf_counter() - tic
             done = term | trunc
+            learn_term = term | (trunc & t.timeout_is_terminal)  # what the learners see
             rewards = (
                 np.array(infos["rewards"])
                 if "rewards" in infos
@@ -418,14 +421,14 @@ class Trainer:
                     self._ep_ids[i] = []
             disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
             if self.ppo is not None:
-                self.ppo.record(disc_reward, t.gamma**steps, term, done, true_next)
+                self.ppo.record(disc_reward, t.gamma**steps, learn_term, done, true_next)
             self.buffer.add(
                 obs=self._obs,
                 actions=actions,
                 reward=disc_reward,
                 discount=t.gamma ** steps.astype(np.float64),
                 next_obs=true_next,
-                terminated=term.astype(np.float32),
+                terminated=learn_term.astype(np.float32),
             )
             self._ep_return = np.where(done, 0.0, self._ep_return + reward)
             self.state["env_steps"] += int(steps.sum())
@@ -476,6 +479,7 @@ class Trainer:
                 self.agent.actor_optimizer,
                 train_actor,
                 bc_batch=lambda: self._demo_batch(a.ppo_bc_batch_size),
+                after_step=self.agent.after_policy_step,
             )
             return {**out, "perf/time_actor_s": time.perf_counter() - tic}
         metrics: dict[str, float] = {}

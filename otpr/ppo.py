@@ -191,10 +191,12 @@ class ChainPPO:
         optimizer: torch.optim.Optimizer,
         train_actor: bool,
         bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> dict[str, float]:
         """Advantages of the recorded rollout, then ``ppo_epochs`` passes of V and (when
         ``train_actor``) policy minibatch steps; clears the rollout. ``bc_batch`` draws the raw
-        (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.ppo_bc_coef`` > 0."""
+        (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.ppo_bc_coef`` > 0;
+        ``after_step`` runs after every policy step (the loop folds the weights into an EMA)."""
         a = self.cfg.algo
         if a.ppo_bc_coef > 0 and bc_batch is None:
             raise ValueError("ChainPPO.update: algo.ppo_bc_coef > 0 needs bc_batch")
@@ -261,6 +263,8 @@ class ChainPPO:
                     norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), a.ppo_max_grad_norm)
                     info["ppo/grad_norm"] = float(norm)
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 log(info)
                 epoch_kl.append(info["ppo/approx_kl"])
             if a.ppo_target_kl > 0 and epoch_kl and float(np.mean(epoch_kl)) > a.ppo_target_kl:

@@ -313,6 +313,7 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
     for avg, p in zip(agent.ema.model.parameters(), agent.policy.parameters(), strict=True):
         torch.testing.assert_close(avg, p)  # started from the pretrained weights
     assert agent.acting_policy is agent.ema.model
+    assert agent.ema.current_decay() == 0.9  # trained weights: no warm-up that forgets them
     trainer.close()
     cfg.checkpoint = str(tmp_path / "bc")
     run(cfg, tmp_path / "ft")
@@ -453,4 +454,74 @@ def test_every_evaluated_point_keeps_its_weights(tmp_path: Path, monkeypatch) ->
     assert trainer.evaluate() == {k: v for k, v in curve[steps].items() if k.startswith("eval/")}
     with pytest.raises(FileNotFoundError, match="weights only"):
         trainer.restore(first)
+    trainer.close()
+
+
+def test_timeout_is_terminal_changes_only_what_the_learners_see(tmp_path: Path, monkeypatch):
+    """task.timeout_is_terminal marks time-limit ends terminated in the replay and in DPPO's
+    rollout; everything collected is otherwise the same, and true terminations stay marked."""
+    import torch
+
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    for flag in (False, True):
+        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ppo_minibatch_size=8)
+        cfg.task.max_episode_steps = 8  # 2 decisions: every member times out in the rollout
+        cfg.task.timeout_is_terminal = flag
+        trainer = Trainer(cfg, tmp_path / str(flag))
+        trainer.collect()
+        size = trainer.buffer.size
+        seen[flag] = {k: v[:size].copy() for k, v in trainer.buffer.data.items()}
+        seen[flag]["ppo"] = torch.stack(trainer.ppo._rows["terminated"]).numpy()
+        seen[flag]["done"] = torch.stack(trainer.ppo._rows["done"]).numpy()
+        trainer.close()
+    off, on = seen[False], seen[True]
+    for key in ("obs", "actions", "reward", "next_obs"):
+        np.testing.assert_array_equal(off[key], on[key])
+    timeouts = (off["done"] == 1) & (off["ppo"] == 0)
+    assert timeouts.sum() >= 8
+    np.testing.assert_array_equal(on["ppo"], np.maximum(off["ppo"], timeouts))
+    assert off["terminated"].sum() < on["terminated"].sum() == on["ppo"].sum()
+
+
+def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: Path, monkeypatch):
+    """algo=dppo with algo.ema_decay: the trained network collects (its log-probabilities are
+    the ones PPO's ratio needs), the average follows every policy step and is what acts in
+    evaluation and what load_policy returns."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.5, ppo_minibatch_size=8)
+    cfg.algo.warmup_iterations = 0
+    trainer = Trainer(cfg, tmp_path / "d")
+    agent = trainer.agent
+    collected_by = []
+    act = trainer.ppo.act
+    monkeypatch.setattr(
+        trainer.ppo, "act", lambda policy, *a: collected_by.append(policy) or act(policy, *a)
+    )
+    trainer.collect()
+    assert collected_by and all(p is agent.policy for p in collected_by)
+    before = agent.ema.num_updates
+    out = trainer.update()
+    steps = agent.ema.num_updates - before
+    assert steps >= 2 and out["ppo/samples"] > 0
+    old = {k: v.clone() for k, v in agent.ema.model.state_dict().items()}
+    agent.after_policy_step()  # one more fold moves the average towards the trained weights
+    moved = [not torch.equal(old[k], v) for k, v in agent.ema.model.state_dict().items()]
+    assert any(moved)
+    assert any(
+        not torch.equal(a, p)
+        for a, p in zip(agent.ema.model.parameters(), agent.policy.parameters(), strict=True)
+    )
+    assert agent.acting_policy is agent.ema.model
+    trainer.save()
+    loaded = ckpt_io.load_policy(tmp_path / "d")
+    for name, p in loaded.named_parameters():
+        torch.testing.assert_close(p, dict(agent.ema.model.named_parameters())[name])
     trainer.close()
