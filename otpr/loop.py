@@ -213,9 +213,9 @@ class Trainer:
         if self.ppo is not None and not weights_only:
             modules.update(self.ppo.modules())  # a pretrained policy comes without V: fresh V
         ckpt_io.load_modules(ckpt, modules)
-        if ema is not None and not has_average:
-            ema.reset_to(self.agent.policy)
         if ema is not None and weights_only:
+            if not has_average:
+                ema.reset_to(self.agent.policy)
             # the loaded weights are trained ones, not a random start the warm-up forgets fast
             ema.end_warmup()
         self._set_keypoints()
