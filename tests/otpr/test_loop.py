@@ -525,3 +525,35 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
     for name, p in loaded.named_parameters():
         torch.testing.assert_close(p, dict(agent.ema.model.named_parameters())[name])
     trainer.close()
+
+
+def test_dppo_average_does_not_change_the_trained_weights(tmp_path: Path, monkeypatch):
+    """With algo=dppo the average only watches: a run with algo.ema_decay ends with the same
+    trained weights, bit for bit, as the run without it (evaluations in between included), so
+    its trained weights are that run's result."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    pre = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.0)
+    run(pre, tmp_path / "bc", stages=("pretrain",))
+    trained = {}
+    for decay in (0.0, 0.5):
+        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=decay, ppo_minibatch_size=8)
+        cfg.algo.iterations, cfg.algo.warmup_iterations, cfg.algo.eval_every = 2, 0, 1
+        cfg.checkpoint = str(tmp_path / "bc")
+        run(cfg, tmp_path / str(decay))
+        trainer = Trainer(cfg, tmp_path / "x")
+        trainer.restore(tmp_path / str(decay))
+        trained[decay] = {k: v.clone() for k, v in trainer.agent.policy.state_dict().items()}
+        if decay:
+            assert trainer.agent.acting_policy is trainer.agent.ema.model
+            averaged = trainer.agent.ema.model.state_dict()
+            assert any(not torch.equal(averaged[k], v) for k, v in trained[decay].items())
+        trainer.close()
+    bc = ckpt_io.load_policy(tmp_path / "bc").state_dict()
+    assert any(not torch.equal(bc[k], v) for k, v in trained[0.0].items())  # PPO moved them
+    for k, v in trained[0.0].items():
+        assert torch.equal(v, trained[0.5][k]), k
