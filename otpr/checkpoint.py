@@ -227,9 +227,21 @@ def acting_weights(ckpt: str | Path) -> str:
     return "policy_ema" if (resolve(ckpt) / "policy_ema.safetensors").exists() else "policy"
 
 
-def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
-    """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights): the
-    weights that acted, i.e. ``policy_ema`` when the run kept an average, else ``policy``."""
+WEIGHTS = ("acting", "trained")
+
+
+def policy_weights(ckpt: str | Path, weights: str = "acting") -> str:
+    """The module name of a checkpoint's ``weights``: ``acting`` (see :func:`acting_weights`) or
+    ``trained`` (``policy``, the network the optimiser stepped, also when an average acted)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    return acting_weights(ckpt) if weights == "acting" else "policy"
+
+
+def load_policy(ckpt: str | Path, device: str = "cpu", weights: str = "acting") -> Any:
+    """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights): by
+    default the weights that acted, i.e. ``policy_ema`` when the run kept an average, else
+    ``policy``; ``weights="trained"`` gives ``policy`` in both cases."""
     from otpr.agent import build_policy
     from otpr.config import from_dict
 
@@ -244,7 +256,7 @@ def load_policy(ckpt: str | Path, device: str = "cpu") -> Any:
         cfg.task.horizon,
         device,
     )
-    load_modules(ckpt, {acting_weights(ckpt): policy})
+    load_modules(ckpt, {policy_weights(ckpt, weights): policy})
     policy.eval()
     return policy
 

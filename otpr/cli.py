@@ -141,6 +141,7 @@ EVAL_SETTINGS = (
     "device",
     "threads",
     "progress",
+    "weights",
 )
 _RUN_KEYS = ("checkpoint", "run_dir", "resume", "tensorboard", "wandb", "debug")
 # A group selection (task=can, ot=unmasked) is compared by the field that tells groups apart.
@@ -178,8 +179,10 @@ def eval_config(checkpoint_cfg: Config, overrides: Config, given: list[str]) -> 
                 f"evaluated as it was trained, and only these may change: "
                 f"{', '.join(EVAL_SETTINGS)}"
             )
-    # machine settings always come from this invocation
+    # machine settings always come from this invocation, and so do the weights to evaluate (a
+    # checkpoint's own `weights` says what its run started from)
     cfg.device, cfg.threads, cfg.progress = overrides.device, overrides.threads, overrides.progress
+    cfg.weights = overrides.weights
     cfg.tensorboard = False
     return cfg
 
@@ -206,6 +209,7 @@ def _eval(raw: DictConfig) -> None:
     finally:
         trainer.close()
     result["checkpoint"] = str(ckpt_io.resolve(overrides.checkpoint))
+    result["weights"] = ckpt_io.policy_weights(overrides.checkpoint, cfg.weights)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -417,6 +417,9 @@ class Config:
     """Output directory of this run (set by the command line from hydra.run.dir)."""
     checkpoint: str | None = None
     """A checkpoint dir (or run dir) to start from: otpr-finetune / otpr-eval / resume."""
+    weights: str = "acting"
+    """Which policy weights of ``checkpoint`` to evaluate or fine-tune from: acting (the average
+    when that run kept one, ``algo.ema_decay > 0``, else the trained ones) | trained."""
     resume: bool = True
     """If run_dir already holds checkpoints/last, continue from it."""
     tensorboard: bool = True
@@ -428,6 +431,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be >= 0")
+        _one_of(self.weights, "weights", ("acting", "trained"))
         if self.algo.eval_deterministic:
             _one_of(
                 self.policy.sampler,

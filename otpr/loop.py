@@ -188,7 +188,8 @@ class Trainer:
 
     def restore(self, path: str | Path, weights_only: bool = False) -> None:
         """Load a checkpoint: weights only (start fine-tuning from a pretrained policy, its acting
-        weights when this run keeps no average of its own) or all (resume)."""
+        weights when this run keeps no average of its own, its trained ones with
+        ``weights=trained``) or all (resume)."""
         ckpt = ckpt_io.resolve(path)
         meta = ckpt_io.read_meta(ckpt)
         for key in ("obs_dim", "action_dim"):
@@ -200,21 +201,23 @@ class Trainer:
         modules = self.agent.modules()
         ema = self.agent.ema
         has_average = ckpt_io.acting_weights(ckpt) == "policy_ema"
-        if ema is not None and not has_average:
+        # a weights-only start from the trained weights of a run that kept an average
+        trained_only = weights_only and has_average and self.cfg.weights == "trained"
+        if ema is not None and (not has_average or trained_only):
             if not weights_only:
                 raise ValueError(
                     f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
                     f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
                 )
-            del modules["policy_ema"]  # a pretrained policy without an average: start one here
-        if ema is None and weights_only and has_average:
+            del modules["policy_ema"]  # no average to continue: start one here
+        if ema is None and weights_only and has_average and not trained_only:
             # start from the weights that acted (and were evaluated), as load_policy returns
             modules["policy_ema"] = modules.pop("policy")
         if self.ppo is not None and not weights_only:
             modules.update(self.ppo.modules())  # a pretrained policy comes without V: fresh V
         ckpt_io.load_modules(ckpt, modules)
         if ema is not None and weights_only:
-            if not has_average:
+            if not has_average or trained_only:
                 ema.reset_to(self.agent.policy)
             # the loaded weights are trained ones, not a random start the warm-up forgets fast
             ema.end_warmup()
@@ -222,14 +225,16 @@ class Trainer:
         if weights_only:
             # This run starts at these weights: keep their evaluation (the one at the
             # checkpoint's own env step; 0 for a pretrained checkpoint) as its starting level,
-            # and only if it was measured as this run measures.
+            # and only if it was measured as this run measures and of the weights loaded (an
+            # average's evaluation says nothing of the trained weights next to it).
             loop = ckpt_io.read_loop_state(ckpt)
             at, settings = loop.get("env_steps", 0), self.eval_settings()
-            self.state["evals"] = [
+            kept = [
                 dict(e, env_steps=0, iteration=0)
                 for e in loop.get("evals", [])
                 if e["env_steps"] == at and e.get("eval_settings") == settings
-            ][-1:]
+            ]
+            self.state["evals"] = [] if trained_only else kept[-1:]
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)

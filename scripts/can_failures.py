@@ -1,9 +1,10 @@
 """Where does a Can policy fail? Runs it on evaluation seeds and sorts the failed episodes.
 
     python -m scripts.can_failures --checkpoint runs/can_bc [--episodes 100] [--seed S]
-        [--deterministic] [--out failures.json]
+        [--deterministic] [--weights trained] [--out failures.json]
 
-Loads the checkpoint's acting policy (``load_policy``: the EMA weights when the run kept them)
+Loads the checkpoint's acting policy (``load_policy``: the EMA weights when the run kept them;
+``--weights trained``: the trained ones, as ``otpr-eval weights=trained``)
 and plays ``--episodes`` episodes with L = 1 from ``--seed`` (default: the run's
 ``task.eval_seed``), policy noise seeded from the same number, as ``otpr-eval`` does: the
 success rate printed is the one ``otpr-eval checkpoint=<ckpt> task.eval_seed=S
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 import envs
-from otpr.checkpoint import load_policy, read_config
+from otpr.checkpoint import WEIGHTS, load_policy, read_config
 
 LIFTED = 0.04  # m above its start: the can left the table (Lift's own success height)
 HELD = 0.05  # m can-to-gripper at the end: still in the hand
@@ -75,7 +76,12 @@ def goal_regions(sim_env: Any) -> tuple[Any, Any]:
 
 
 def run(
-    checkpoint: str, episodes: int, seed: int | None, deterministic: bool, num_envs: int = 5
+    checkpoint: str,
+    episodes: int,
+    seed: int | None,
+    deterministic: bool,
+    num_envs: int = 5,
+    weights: str = "acting",
 ) -> list[dict[str, Any]]:
     """Plays the episodes; one record per episode, in ``otpr-eval``'s order."""
     cfg = read_config(checkpoint)
@@ -83,7 +89,7 @@ def run(
     if t["name"] != "can":
         raise SystemExit(f"{checkpoint}: task is {t['name']!r}; this script reads Can's state")
     seed = int(t["eval_seed"] if seed is None else seed)
-    policy = load_policy(checkpoint)
+    policy = load_policy(checkpoint, weights=weights)
     sl = envs.task_spec("can").extra["obs_slices"]
     n = num_envs
     env = envs.make(
@@ -145,10 +151,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="default: the run's eval_seed")
     parser.add_argument("--deterministic", action="store_true", help="DDIM eta 0, no std floor")
     parser.add_argument("--num-envs", type=int, default=5)
+    parser.add_argument("--weights", choices=WEIGHTS, default="acting", help="see otpr-eval")
     parser.add_argument("--out", default=None, help="write every episode's record as JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = run(args.checkpoint, args.episodes, args.seed, args.deterministic, args.num_envs)
+    rows = run(
+        args.checkpoint, args.episodes, args.seed, args.deterministic, args.num_envs, args.weights
+    )
     fails = [r for r in rows if not r["success"]]
     print(f"success {1 - len(fails) / len(rows):.3f} over {len(rows)} episodes")
     classes: dict[str, int] = {}

@@ -28,6 +28,8 @@ def test_average_is_the_mean_of_the_acting_weights(tmp_path: Path) -> None:
     out = average([a, b])
     torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
     assert out["n"].tolist() == [3]  # integer buffers are copied, not averaged
+    trained = average([a, b], weights="trained")  # b's trained weights are 100x its average
+    torch.testing.assert_close(trained["w"], torch.tensor([150.5, 301.0]))
     c = _ckpt(tmp_path, "c", {"w": torch.tensor([1.0, 2.0, 3.0]), "n": torch.tensor([3])})
     with pytest.raises(ValueError, match="do not match"):
         average([a, c])

@@ -70,6 +70,13 @@ def test_eval_config_applies_evaluation_settings_and_refuses_training_ones() -> 
     cfg = eval_config(trained, overrides, [g.split("=")[0] for g in given])
     assert (cfg.policy.eta, cfg.policy.num_steps, cfg.task.eval_episodes) == (0.0, 20, 7)
     assert cfg.task.horizon == 8 and cfg.tensorboard is False
+    # the weights to evaluate are this invocation's, not what the checkpoint's run started from
+    trained.weights = "trained"
+    assert eval_config(trained, overrides, [g.split("=")[0] for g in given]).weights == "acting"
+    overrides = OmegaConf.to_object(_compose("task=can", "weights=trained"))
+    assert eval_config(trained, overrides, ["task", "weights"]).weights == "trained"
+    with pytest.raises(Exception, match="weights"):
+        OmegaConf.to_object(_compose("weights=ema"))
 
     # a training setting that differs from the checkpoint is an error naming it
     for bad in ("task.horizon=4", "task=lift", "ot=unmasked", "policy.hidden=[64]"):

@@ -524,7 +524,33 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
     loaded = ckpt_io.load_policy(tmp_path / "d")
     for name, p in loaded.named_parameters():
         torch.testing.assert_close(p, dict(agent.ema.model.named_parameters())[name])
+    loaded = ckpt_io.load_policy(tmp_path / "d", weights="trained")
+    for name, p in loaded.named_parameters():
+        torch.testing.assert_close(p, dict(agent.policy.named_parameters())[name])
+    trainer.state["evals"] = [{"env_steps": trainer.state["env_steps"], "eval/success": 0.5}]
+    trainer.state["evals"][0]["eval_settings"] = trainer.eval_settings()
+    trainer.save()
     trainer.close()
+
+    # weights=trained: a new run (with or without an average of its own) starts from the
+    # trained weights, and does not take the average's evaluation as their starting level
+    for decay in (0.0, 0.5):
+        for weights in ("acting", "trained"):
+            cfg.algo.ema_decay, cfg.weights = decay, weights
+            start = Trainer(cfg, tmp_path / f"s{decay}{weights}")
+            start.restore(tmp_path / "d", weights_only=True)
+            source = agent.ema.model if weights == "acting" else agent.policy
+            pairs = [(start.agent.acting_policy, source)]
+            # the network that trains: the trained one, unless it is all this run loads
+            trains = agent.ema.model if (weights, decay) == ("acting", 0.0) else agent.policy
+            pairs.append((start.agent.policy, trains))
+            for net, want in pairs:
+                for a, b in zip(net.parameters(), want.parameters(), strict=True):
+                    assert torch.equal(a, b)
+            # kept only for the weights it measured, under the same settings (ema_decay is one)
+            kept = weights == "acting" and decay == 0.5
+            assert len(start.state["evals"]) == int(kept)
+            start.close()
 
 
 def test_dppo_average_does_not_change_the_trained_weights(tmp_path: Path, monkeypatch):
