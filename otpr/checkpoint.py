@@ -191,9 +191,14 @@ def load_modules(ckpt: str | Path, modules: dict[str, torch.nn.Module]) -> None:
         _load_module(module, path)
 
 
-def read_loop_state(ckpt: str | Path) -> dict[str, Any]:
-    """The loop counters and evaluation history of a checkpoint (no weights, no replay)."""
-    return json.loads((resolve(ckpt) / "training_state" / "loop.json").read_text())
+def read_loop_state(ckpt: str | Path, missing_ok: bool = False) -> dict[str, Any]:
+    """The loop counters and evaluation history of a checkpoint (no weights, no replay);
+    ``missing_ok``: ``{}`` for weights put together by hand or by ``scripts.average_weights``,
+    which have none."""
+    path = resolve(ckpt) / "training_state" / "loop.json"
+    if missing_ok and not path.exists():
+        return {}
+    return json.loads(path.read_text())
 
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class Trainer:
             # checkpoint's own env step; 0 for a pretrained checkpoint) as its starting level,
             # and only if it was measured as this run measures and of the weights loaded (an
             # average's evaluation says nothing of the trained weights next to it).
-            loop = ckpt_io.read_loop_state(ckpt)
+            loop = ckpt_io.read_loop_state(ckpt, missing_ok=True)
             at, settings = loop.get("env_steps", 0), self.eval_settings()
             kept = [
                 dict(e, env_steps=0, iteration=0)

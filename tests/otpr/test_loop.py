@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import warnings
@@ -551,6 +552,14 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
             kept = weights == "acting" and decay == 0.5
             assert len(start.state["evals"]) == int(kept)
             start.close()
+
+    # weights alone (no training_state, as scripts.average_weights writes): no level to keep
+    shutil.copytree(ckpt_io.resolve(tmp_path / "d"), tmp_path / "bare")
+    shutil.rmtree(tmp_path / "bare" / "training_state")
+    bare = Trainer(cfg, tmp_path / "b")
+    bare.restore(tmp_path / "bare", weights_only=True)
+    assert bare.state["evals"] == [] and bare.state["phase"] == "pretrained"
+    bare.close()
 
 
 def test_dppo_average_does_not_change_the_trained_weights(tmp_path: Path, monkeypatch):
