@@ -37,6 +37,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from otpr.config import WEIGHTS
+
 FORMAT_VERSION = 1
 EVALUATED = "evaluated"  # checkpoints/evaluated/: weights of every evaluated point
 
@@ -230,9 +232,6 @@ def acting_weights(ckpt: str | Path) -> str:
     """The module name whose weights acted in a checkpoint: ``policy_ema`` when the run kept an
     average of the policy's weights (``algo.ema_decay > 0``), else ``policy``."""
     return "policy_ema" if (resolve(ckpt) / "policy_ema.safetensors").exists() else "policy"
-
-
-WEIGHTS = ("acting", "trained")
 
 
 def policy_weights(ckpt: str | Path, weights: str = "acting") -> str:

@@ -22,6 +22,11 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+# What `weights` may name: a checkpoint's acting policy (its average when the run kept one) or
+# its trained one (otpr/checkpoint.py: policy_weights).
+WEIGHTS = ("acting", "trained")
+
+
 def _one_of(value: Any, key: str, options: tuple) -> None:
     _check(value in options, key, f"must be one of {list(options)}, got {value!r}")
 
@@ -431,7 +436,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be >= 0")
-        _one_of(self.weights, "weights", ("acting", "trained"))
+        _one_of(self.weights, "weights", WEIGHTS)
         if self.algo.eval_deterministic:
             _one_of(
                 self.policy.sampler,
