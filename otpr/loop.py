@@ -200,24 +200,26 @@ class Trainer:
                 )
         modules = self.agent.modules()
         ema = self.agent.ema
-        has_average = ckpt_io.acting_weights(ckpt) == "policy_ema"
-        # a weights-only start from the trained weights of a run that kept an average
-        trained_only = weights_only and has_average and self.cfg.weights == "trained"
-        if ema is not None and (not has_average or trained_only):
-            if not weights_only:
-                raise ValueError(
-                    f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
-                    f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
-                )
-            del modules["policy_ema"]  # no average to continue: start one here
-        if ema is None and weights_only and has_average and not trained_only:
-            # start from the weights that acted (and were evaluated), as load_policy returns
-            modules["policy_ema"] = modules.pop("policy")
+        acting = ckpt_io.acting_weights(ckpt)  # the weights that were evaluated
+        source = ckpt_io.policy_weights(ckpt, self.cfg.weights)  # those a new run starts from
+        has_average = acting == "policy_ema"
+        if ema is not None and not has_average and not weights_only:
+            raise ValueError(
+                f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
+                f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
+            )
+        # A weights-only start puts the checkpoint's `weights` (as load_policy reads them) in
+        # the trained network; this run's own average continues the checkpoint's only when that
+        # run kept one and its acting weights are asked for, else it starts at the loaded ones.
+        continue_average = ema is not None and has_average and self.cfg.weights == "acting"
+        if weights_only and not continue_average:
+            modules.pop("policy_ema", None)
+            modules[source] = modules.pop("policy")
         if self.ppo is not None and not weights_only:
             modules.update(self.ppo.modules())  # a pretrained policy comes without V: fresh V
         ckpt_io.load_modules(ckpt, modules)
         if ema is not None and weights_only:
-            if not has_average or trained_only:
+            if not continue_average:
                 ema.reset_to(self.agent.policy)
             # the loaded weights are trained ones, not a random start the warm-up forgets fast
             ema.end_warmup()
@@ -234,7 +236,7 @@ class Trainer:
                 for e in loop.get("evals", [])
                 if e["env_steps"] == at and e.get("eval_settings") == settings
             ]
-            self.state["evals"] = [] if trained_only else kept[-1:]
+            self.state["evals"] = kept[-1:] if source == acting else []
             self.state["phase"] = "pretrained"
             return
         ts = ckpt_io.load_training_state(ckpt)
