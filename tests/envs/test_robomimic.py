@@ -258,9 +258,9 @@ def test_can_and_square_experts_succeed(task: str) -> None:
 @pytest.mark.robosuite
 @pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
 def test_can_failure_classes_read_the_goal_where_success_does() -> None:
-    """scripts/can_failures: the can's quarter of the goal bin is where robosuite's success
+    """otpr.failures: the can's quarter of the goal bin is where robosuite's success
     holds (gripper away), another quarter is in the bin but not the goal; and each class."""
-    from scripts.can_failures import CLASSES, classify, goal_regions
+    from otpr.failures import CLASSES, classify, goal_regions
 
     env = envs.make_single("can", seed=0)
     env.reset(seed=0)

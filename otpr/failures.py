@@ -1,15 +1,12 @@
-"""Where does a Can policy fail? Runs it on evaluation seeds and sorts the failed episodes.
+"""``otpr-failures``: where a Can policy fails. Plays it on evaluation seeds, sorts the failures.
 
-    python -m scripts.can_failures --checkpoint runs/can_bc [--episodes 100] [--seed S]
-        [--deterministic] [--weights trained] [--out failures.json]
-
-Loads the checkpoint's acting policy (``load_policy``: the EMA weights when the run kept them;
-``--weights trained``: the trained ones, as ``otpr-eval weights=trained``)
-and plays ``--episodes`` episodes with L = 1 from ``--seed`` (default: the run's
-``task.eval_seed``), policy noise seeded from the same number, as ``otpr-eval`` does: the
-success rate printed is the one ``otpr-eval checkpoint=<ckpt> task.eval_seed=S
-task.eval_episodes=N`` gives (with ``--deterministic``: ``algo.eval_deterministic=true``, DDIM
-eta 0 and no std floor, as ``algo=dppo`` evaluates). For every failed episode it prints:
+Loads a checkpoint's policy (``--weights acting``, the default: the EMA weights when the run kept
+them; ``--weights trained``: the trained ones, as ``otpr-eval weights=trained``) and plays
+``--episodes`` episodes with L = 1 from ``--seed`` (default: the run's ``task.eval_seed``),
+policy noise seeded from the same number, as ``otpr-eval`` does: the success rate printed is the
+one ``otpr-eval checkpoint=<ckpt> task.eval_seed=S task.eval_episodes=N`` gives (with
+``--deterministic``: ``algo.eval_deterministic=true``, DDIM eta 0 and no std floor, as
+``algo=dppo`` evaluates). For every failed episode it prints:
 
 - ``lift``: the can's highest rise above its start (m; the expert carries it ~0.16 m up),
 - ``tilt``: the can's largest tilt from upright (degrees; 90 = knocked over),
@@ -18,7 +15,7 @@ eta 0 and no std floor, as ``algo=dppo`` evaluates). For every failed episode it
 - ``gap``: the final can-to-gripper distance (m; robosuite counts the can as placed only with
   the gripper more than ~0.042 m from it),
 
-its class (``classify``) and a count per class. Where the goal is, is read from robosuite's
+its class (:func:`classify`) and a count per class. Where the goal is, is read from robosuite's
 PickPlace env (``not_in_bin``: the can has one quarter of the goal bin, and success needs the can
 in that quarter with the gripper away from it). Observations are read once per decision (every
 T_a env steps).
@@ -28,14 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import envs
-from otpr.checkpoint import WEIGHTS, load_policy, read_config
+from otpr.checkpoint import load_policy, read_config, resolve
 
+PROG = "otpr-failures"
+WEIGHTS = ("acting", "trained")
 LIFTED = 0.04  # m above its start: the can left the table (Lift's own success height)
 HELD = 0.05  # m can-to-gripper at the end: still in the hand
 CLASSES = (
@@ -46,6 +48,13 @@ CLASSES = (
     "held at the time limit",
     "lifted, left outside the goal bin",
 )
+EXAMPLE = f"""\
+example:
+  {PROG} --checkpoint runs/can/otpr/<run> --episodes 100 --deterministic --out failures.json
+
+prints the success rate, one line per failed episode (class, lift, tilt, closest, gap, final)
+and a count per class; --out also writes every episode's record as JSON.
+"""
 
 
 def classify(lift: float, tilt: float, gap: float, in_quarter: bool, in_goal_bin: bool) -> str:
@@ -75,8 +84,18 @@ def goal_regions(sim_env: Any) -> tuple[Any, Any]:
     return in_quarter, in_goal_bin
 
 
+def can_task(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``task`` config of a Can checkpoint; ``FileNotFoundError`` where there is no
+    checkpoint, ``ValueError`` where its task is not Can (only Can's state is read here)."""
+    ckpt = resolve(checkpoint)
+    task = read_config(ckpt)["task"]
+    if task["name"] != "can":
+        raise ValueError(f"{ckpt}: task is {task['name']!r}; {PROG} reads Can's state only")
+    return task
+
+
 def run(
-    checkpoint: str,
+    checkpoint: str | Path,
     episodes: int,
     seed: int | None,
     deterministic: bool,
@@ -84,12 +103,9 @@ def run(
     weights: str = "acting",
 ) -> list[dict[str, Any]]:
     """Plays the episodes; one record per episode, in ``otpr-eval``'s order."""
-    cfg = read_config(checkpoint)
-    t = cfg["task"]
-    if t["name"] != "can":
-        raise SystemExit(f"{checkpoint}: task is {t['name']!r}; this script reads Can's state")
+    t = can_task(checkpoint)
     seed = int(t["eval_seed"] if seed is None else seed)
-    policy = load_policy(checkpoint, weights=weights)
+    policy = load_policy(checkpoint, "cpu", weights)
     sl = envs.task_spec("can").extra["obs_slices"]
     n = num_envs
     env = envs.make(
@@ -108,6 +124,7 @@ def run(
     count = np.zeros(n, int)
     traj: list[list[np.ndarray]] = [[] for _ in range(n)]
     rows = []
+    bar = tqdm(total=quota * n, desc=PROG, unit="episode", leave=False)
     with policy.deterministic() if deterministic else torch.no_grad():
         while (count < quota).any():
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
@@ -136,45 +153,90 @@ def run(
                             "in_goal_bin": in_goal_bin(pos[-1]),
                         }
                     )
+                    bar.update()
                 count[i] += 1
                 traj[i] = []
+    bar.close()
     env.close()
     # otpr-eval counts each member's first episodes, round by round
     rows.sort(key=lambda r: (r["round"], r["member"]))
     return rows[:episodes]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=None, help="default: the run's eval_seed")
-    parser.add_argument("--deterministic", action="store_true", help="DDIM eta 0, no std floor")
-    parser.add_argument("--num-envs", type=int, default=5)
-    parser.add_argument("--weights", choices=WEIGHTS, default="acting", help="see otpr-eval")
-    parser.add_argument("--out", default=None, help="write every episode's record as JSON")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows = run(
-        args.checkpoint, args.episodes, args.seed, args.deterministic, args.num_envs, args.weights
-    )
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The lines printed for ``rows``: the success rate, one line per failure and a count per
+    class. Labels each failed record with its ``class`` on the way."""
     fails = [r for r in rows if not r["success"]]
-    print(f"success {1 - len(fails) / len(rows):.3f} over {len(rows)} episodes")
+    lines = [f"success {1 - len(fails) / len(rows):.3f} over {len(rows)} episodes"]
     classes: dict[str, int] = {}
     for r in fails:
         r["class"] = classify(r["lift"], r["tilt"], r["gap"], r["in_quarter"], r["in_goal_bin"])
         classes[r["class"]] = classes.get(r["class"], 0) + 1
-        print(
+        lines.append(
             f"  {r['class']:38s} lift {r['lift']:.3f}  tilt {r['tilt']:3.0f}  "
             f"closest {r['closest']:.3f}  gap {r['gap']:.3f}  final {np.round(r['final'], 3)}"
         )
-    for name in CLASSES:
-        if name in classes:
-            print(f"{name:38s} {classes[name]}")
+    lines += [f"{name:38s} {classes[name]}" for name in CLASSES if name in classes]
+    return lines
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Play a Can checkpoint's policy on evaluation seeds and sort its failed\n"
+        "episodes into classes (never lifted, knocked over, wrong quarter of the goal bin,\n"
+        "held at the time limit, ...), with the success rate otpr-eval gives on those seeds.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="a Can run, checkpoints/ or checkpoint directory"
+    )
+    parser.add_argument("--episodes", type=_positive, default=40, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=None, help="default: the run's eval_seed")
+    parser.add_argument("--deterministic", action="store_true", help="DDIM eta 0, no std floor")
+    parser.add_argument("--num-envs", type=_positive, default=5, help="default: %(default)s")
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="acting",
+        help="acting (the EMA weights where the run kept them, the default) or trained",
+    )
+    parser.add_argument("--out", default=None, help="write every episode's record as JSON")
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``otpr-failures``; exit status 2 with one line on stderr where the checkpoint is missing,
+    is not Can's, or ``--out``'s directory does not exist."""
+    args = _parser().parse_args(argv)
+    try:
+        can_task(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        return _error(str(err))
+    if args.out and not Path(args.out).parent.is_dir():
+        return _error(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
+    torch.set_num_threads(1)
+    rows = run(
+        args.checkpoint, args.episodes, args.seed, args.deterministic, args.num_envs, args.weights
+    )
+    print("\n".join(summary(rows)))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
