@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from critics.base import Critic
+from nets import mlp
 
 
 def expectile_loss(diff: Tensor, tau: float) -> Tensor:
@@ -31,16 +32,6 @@ def expectile_loss(diff: Tensor, tau: float) -> Tensor:
         raise ValueError(f"expectile_loss: tau (expectile) must be in (0, 1), got {tau!r}")
     weight = torch.where(diff < 0, 1.0 - tau, tau)
     return (weight * diff.square()).mean()
-
-
-def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU()]
-        d = h
-    layers.append(nn.Linear(d, 1))
-    return nn.Sequential(*layers)
 
 
 class IQLCritic(Critic, nn.Module):
@@ -87,9 +78,9 @@ class IQLCritic(Critic, nn.Module):
         self.polyak = float(polyak)
         self.device = torch.device(device)
 
-        self.q1 = _mlp(obs_dim + action_dim, hidden)
-        self.q2 = _mlp(obs_dim + action_dim, hidden)
-        self.v_net = _mlp(obs_dim, hidden)
+        self.q1 = mlp(obs_dim + action_dim, hidden)
+        self.q2 = mlp(obs_dim + action_dim, hidden)
+        self.v_net = mlp(obs_dim, hidden)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
         self.to(self.device)

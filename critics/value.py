@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from critics.iql import _mlp
+from nets import mlp
 
 
 class StateValue(nn.Module):
@@ -34,7 +34,7 @@ class StateValue(nn.Module):
         if not lr > 0:
             raise ValueError(f"StateValue: lr must be > 0, got {lr!r}")
         self.obs_dim = obs_dim
-        self.net = _mlp(obs_dim, hidden)
+        self.net = mlp(obs_dim, hidden)
         self.to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
 

@@ -113,3 +113,56 @@ class ReplayBuffer:
                 )
             self.data[key][:size] = value
         self.ptr, self.size, self.total_added = int(state["ptr"]), size, int(state["total_added"])
+
+
+class TrainingData:
+    """What an algorithm learns from: the replay and the demo (state, chunk) pairs.
+
+    The loop owns it and passes it to ``Algorithm.update``. With ``algo.success_to_demos`` the
+    loop appends the replay rows of successful online episodes to ``success_ids`` (insertion
+    order); :meth:`demo_batch` then draws them beside the demo windows.
+
+    Args:
+        buffer: the run's replay.
+        demo_obs, demo_act: demo windows ``[N, T_o, D]`` and chunks ``[N, H, A]``.
+        rng: the loop's numpy generator (every batch draws from it, in call order).
+        device: where batches go.
+    """
+
+    def __init__(
+        self,
+        buffer: ReplayBuffer,
+        demo_obs: np.ndarray,
+        demo_act: np.ndarray,
+        rng: np.random.Generator,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.buffer = buffer
+        self.demo_obs, self.demo_act = demo_obs, demo_act
+        self.rng = rng
+        self.device = torch.device(device)
+        self.success_ids: list[int] = []
+
+    def batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:
+        """A replay batch (``recent > 0``: from the newest ``recent`` transitions only)."""
+        return self.buffer.sample(size, self.rng, self.device, recent=recent)
+
+    def demo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(obs, chunk) pairs drawn uniformly from the demo windows and the replay rows of
+        successful online episodes (``success_ids``)."""
+        ids = self.success_ids
+        buf = self.buffer
+        if ids and buf.total_added - ids[0] > buf.capacity:
+            # drop rows the ring buffer has overwritten (ids are in insertion order)
+            oldest = buf.total_added - buf.capacity
+            self.success_ids = ids = [k for k in ids if k >= oldest]
+        num_demo = len(self.demo_obs)
+        idx = self.rng.integers(0, num_demo + len(ids), size)
+        own = idx >= num_demo
+        obs = torch.as_tensor(self.demo_obs[np.where(own, 0, idx)])
+        act = torch.as_tensor(self.demo_act[np.where(own, 0, idx)])
+        if own.any():
+            rows = np.array([ids[k] for k in idx[own] - num_demo]) % buf.capacity
+            obs[torch.as_tensor(own)] = torch.as_tensor(buf.data["obs"][rows])
+            act[torch.as_tensor(own)] = torch.as_tensor(buf.data["actions"][rows])
+        return obs, act

@@ -5,13 +5,13 @@ Layout of ``<run_dir>/checkpoints/``::
     step_000012000/
         config.yaml            resolved config of the run
         meta.json              task spec (dims, horizon), shapes, counters, format version
-        policy.safetensors     network weights, normalizer statistics included
-        critic.safetensors
-        potentials.safetensors
-        policy_ema.safetensors the averaged policy weights that act (only if algo.ema_decay > 0)
+        policy.safetensors     the trained policy, normalizer statistics included
+        policy_ema.safetensors the average of its weights (only if algo.ema_decay > 0)
+        <module>.safetensors   the algorithm's other networks, exactly ``Algorithm.modules()``
+                               (otpr: critic, potentials; dppo: value; bc: none)
         training_state/
             optimizers.pt      optimizer states (and any scheduler)
-            rng.pt             python, numpy, torch and agent generator RNG states
+            rng.pt             python, numpy, torch and the algorithm's generator states
             replay.npz         the replay buffer, filled part
             loop.json          iteration, env steps, episode counters, eval history
     last                       text file: the name of the newest complete checkpoint
@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from otpr.config import WEIGHTS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one algorithm's modules per checkpoint, meta.json names the algorithm
 EVALUATED = "evaluated"  # checkpoints/evaluated/: weights of every evaluated point
 
 
@@ -180,11 +180,26 @@ def read_config(ckpt: str | Path) -> dict[str, Any]:
     return yaml.safe_load((resolve(ckpt) / "config.yaml").read_text())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint this version cannot use; the message names the file and what to do."""
+
+
 def read_meta(ckpt: str | Path) -> dict[str, Any]:
-    return json.loads((resolve(ckpt) / "meta.json").read_text())
+    """``meta.json`` of a checkpoint; refuses one written in another format version."""
+    path = resolve(ckpt) / "meta.json"
+    meta = json.loads(path.read_text())
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version: expected {FORMAT_VERSION}, got {version} (written by an "
+            "older otpr, whose checkpoints held every algorithm's networks); re-run its "
+            "pretraining (otpr-pretrain) or training with this version"
+        )
+    return meta
 
 
 def load_modules(ckpt: str | Path, modules: dict[str, torch.nn.Module]) -> None:
+    """Load ``<name>.safetensors`` into each ``modules[name]``."""
     ckpt = resolve(ckpt)
     for key, module in modules.items():
         path = ckpt / f"{key}.safetensors"
@@ -242,16 +257,28 @@ def policy_weights(ckpt: str | Path, weights: str = "acting") -> str:
     return acting_weights(ckpt) if weights == "acting" else "policy"
 
 
+def start_weights(ckpt: str | Path, weights: str, keeps_average: bool) -> dict[str, str]:
+    """Which stored weights a new run started from ``ckpt`` loads: ``{run module: checkpoint
+    file stem}``. The policy gets the checkpoint's ``weights`` (:func:`policy_weights`); a run
+    that keeps its own average (``keeps_average``) continues the checkpoint's average only when
+    that run kept one and its acting weights are asked for (otherwise the average starts at the
+    loaded weights). The algorithm's other networks are never loaded: they start fresh."""
+    source = policy_weights(ckpt, weights)
+    if keeps_average and weights == "acting" and acting_weights(ckpt) == "policy_ema":
+        return {"policy": "policy", "policy_ema": "policy_ema"}
+    return {"policy": source}
+
+
 def load_policy(ckpt: str | Path, device: str = "cpu", weights: str = "acting") -> Any:
     """The diffusion policy of a checkpoint, from the checkpoint alone (config + weights): by
     default the weights that acted, i.e. ``policy_ema`` when the run kept an average, else
     ``policy``; ``weights="trained"`` gives ``policy`` in both cases."""
-    from otpr.agent import build_policy
     from otpr.config import from_dict
+    from policies.factory import build_policy
 
     ckpt = resolve(ckpt)
+    meta = read_meta(ckpt)  # refuses another format before its config is parsed
     cfg = from_dict(read_config(ckpt))
-    meta = read_meta(ckpt)
     policy = build_policy(
         cfg.policy,
         meta["obs_dim"],

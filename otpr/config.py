@@ -87,10 +87,7 @@ class TaskConfig:
     """Discount per env step (a chunk of k steps discounts by gamma**k)."""
     timeout_is_terminal: bool = False
     """Learn from an episode that reaches ``max_episode_steps`` as from a terminal one (no value
-    after it) instead of bootstrapping V of its last state. Success is scored within the time
-    limit and the state has no clock, so with a discount near 1 a bootstrapped value credits a
-    policy for what it would do after the limit (on Can: keep holding the can, docs/results.md
-    2j). Evaluation and reported returns are unchanged."""
+    after it) instead of bootstrapping V of its last state; evaluation and returns unchanged."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the task factory (e.g. reward: sparse)."""
     reward_scale: float = 1.0
@@ -151,12 +148,10 @@ class PolicyConfig:
     """DDIM stochasticity (0: deterministic, 1: DDPM-like)."""
     temperature: float = 1.0
     """Sampling temperature in [0, 1]: x_T ~ N(0, tau^2 I) and every step's noise scaled by tau
-    (1: the sampler as derived; < 1: nearer the mode). Acts in collection and evaluation. On
-    Can, 0.5 took BC from 0.82 to 0.38 (docs/results.md section 2f)."""
+    (1: the sampler as derived; < 1: nearer the mode), in collection and evaluation."""
     min_std: float = 0.0
-    """Floor of every denoising step's noise std (DPPO's ``min_sampling_denoising_std``), in
-    collection and evaluation alike. 0: the sampler as derived. ``algo=dppo`` needs it > 0: the
-    last DDIM step is deterministic, so its log-probability would be undefined."""
+    """Floor of every denoising step's noise std (DPPO's ``min_sampling_denoising_std``) in
+    collection and evaluation (0: none). ``algo=dppo`` needs it > 0."""
 
     def __post_init__(self) -> None:
         _one_of(self.name, "policy.name", ("mlp", "unet"))
@@ -212,27 +207,14 @@ class OTConfig:
 
 @dataclass
 class AlgoConfig:
-    """Pretraining and online fine-tuning."""
+    """What the loop reads of every algorithm: pretraining, the schedule, acting, the replay.
 
-    name: str = "otpr"
-    """otpr | bc (pretrain only, no fine-tuning) | dppo (PPO through the denoising chain,
-    Ren et al. 2024; the ``ppo_*`` settings)."""
-    guidance: str = "H"
-    """What weighs candidates and DSM samples: H (OTPR) | Q | A (expectile advantage) | uniform."""
-    num_samples: int = 8
-    """L: candidate chunks per state during collection."""
-    sample_mode: str = "sample"
-    """Collection choice among candidates: sample | argmax | softmax."""
-    q_temperature: float = 1.0
-    """Temperature of exp(Q / temperature) weights (guidance Q)."""
-    eval_mode: str = "single"
-    """Evaluation: single (L = 1) | best (argmax over eval_num_samples candidates)."""
-    eval_num_samples: int = 8
-    """Candidates per state when eval_mode = best."""
-    eval_deterministic: bool = False
-    """Evaluate without injected noise (DDIM eta 0, no policy.min_std floor; only x_T is drawn),
-    as DPPO evaluates; collection keeps the sampler's noise. Needs sampler ddim or
-    dpm_solver_pp_2m."""
+    Each algorithm subclasses it with its own settings (``otpr/algos/<name>.py``) and is selected
+    with ``algo=<name>`` (``configs/algo/<name>.yaml``); a key of another algorithm is rejected.
+    """
+
+    name: str = MISSING
+    """The registered algorithm (otpr/algos): otpr | dppo | bc | one you register."""
     pretrain_steps: int = 4000
     """Behaviour-cloning (DSM) gradient steps on the demos."""
     pretrain_batch_size: int = 256
@@ -240,161 +222,59 @@ class AlgoConfig:
     pretrain_lr: float = 1e-3
     """Learning rate of pretraining (cosine-decayed)."""
     iterations: int = 40
-    """Online iterations."""
+    """Online iterations (collect, then update)."""
     steps_per_iter: int = 40
     """Policy decisions per env per iteration."""
     warmup_iterations: int = 2
-    """Iterations with critic and potential updates only (the actor waits)."""
-    critic_updates_per_iter: int = 200
-    """IQL gradient steps per iteration."""
-    critic_batch_size: int = 256
-    """IQL batch size."""
-    critic_lr: float = 3e-4
-    """IQL learning rate."""
-    critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    """Q and V MLP widths."""
-    expectile: float = 0.7
-    """IQL expectile tau."""
-    polyak: float = 0.005
-    """Target-Q Polyak rate."""
-    actor_updates_per_iter: int = 300
-    """Weighted-DSM gradient steps per iteration."""
-    actor_batch_size: int = 256
-    """Actor batch size (replay part + demo part)."""
+    """First iterations in which only the critics learn (the policy waits)."""
     actor_lr: float = 3e-4
-    """Actor learning rate during fine-tuning."""
+    """Learning rate of the policy during fine-tuning."""
     ema_decay: float = 0.0
-    """EMA of the policy's weights over pretraining and actor steps (0: off). The averaged
-    copy acts (collection, evaluation) and is what ``load_policy`` returns. With algo=dppo the
-    trained weights collect (PPO's ratio compares the weights that acted with the ones being
-    trained) and the average, updated after every policy gradient step, is evaluated."""
-    actor_targets: str = "replay"
-    """What the actor fits. replay: the replay's (s, a) pairs weighted by H(s, a). resampled
-    (OTPR sec. 4.4): for replay states, L fresh candidates of the current policy weighted by H
-    per state (pi'(a|s) ~ pi(a|s) H(s, a)), built once per iteration. Measured on the default
-    task (docs/results.md), replay was the steadier of the two at a 50k-step budget."""
-    actor_target_states: int = 2048
-    """Replay states per iteration for which resampled targets are drawn."""
-    actor_recent: int = 0
-    """Draw the actor's replay part from the N newest transitions (0: the whole replay). The
-    newest data was collected with H-resampling, so fitting it distils the improved behaviour
-    (policy iteration); the whole replay lags behind it."""
-    demo_fraction: float = 0.25
-    """Fraction of each actor batch drawn from the demos."""
-    actor_obs_bound: float = 1.5
-    """The actor fits only pairs whose normalised observation lies within +-bound in every dim
-    (the demos span [-1, 1]); 0 fits all. The critic and potentials still see every state."""
+    """EMA of the policy's weights over every policy step (0: off). The average is evaluated and
+    is what ``load_policy`` returns; the algorithm says whether it also collects."""
+    eval_deterministic: bool = False
+    """Evaluate without injected noise (DDIM eta 0, no policy.min_std floor; only x_T is drawn);
+    collection keeps the sampler's noise. Needs sampler ddim or dpm_solver_pp_2m."""
     success_to_demos: bool = False
-    """Successful online episodes join the demos the actor's demo part draws from
-    (self-imitation: their (state, chunk) pairs anchor the policy as the demos do). The critic,
-    the potentials and their keypoints are unchanged."""
+    """Successful online episodes join the demo pairs that behaviour-cloning terms draw from."""
     retry_failed_starts: int = 0
-    """Restart a training episode that failed from the same initial state, up to this many
-    times in a row (0: every episode starts fresh): the collection spends more of its episodes
-    on the starts the policy fails. ``train/first_try_success`` is then the policy's success on
-    fresh starts, ``train/success`` that of all episodes, retries included. On Can the 20-demo
-    BC's failures cluster at starts far from the demos, but its successful retries there are
-    worth no more to BC than its other successes (docs/results.md, section 2g)."""
-    weight_norm: str = "batch_mean"
-    """DSM weight normalisation: none | batch_mean."""
-    weight_clip: float = 10.0
-    """Cap on the batch-mean-normalised DSM weights (0: no cap). Early in fine-tuning H > 0 on
-    only ~4-13% of replay pairs, whose normalised weights then reach 8-25; the cap keeps one
-    step from fitting only those (docs/results.md: steadier rise on the default task)."""
+    """Restart a failed training episode from the same initial state, up to this many times in a
+    row (0: every episode starts fresh); ``train/first_try_success`` counts fresh starts only."""
     buffer_capacity: int = 250_000
     """Replay capacity in decisions."""
     demos_in_replay: bool = True
-    """Seed the replay buffer with the demo transitions (the critic sees their rewards)."""
-    ppo_epochs: int = 10
-    """dppo: passes over each iteration's rollout."""
-    ppo_minibatch_size: int = 1024
-    """dppo: (decision, denoising step) samples per policy gradient step."""
-    ppo_clip: float = 0.01
-    """dppo: ratio clip range of the last denoising step (DPPO's ``clip_ploss_coef``)."""
-    ppo_clip_base: float = 0.001
-    """dppo: ratio clip range of the first denoising step (``clip_ploss_coef_base``); the steps
-    between follow DPPO's exponential schedule with rate ``ppo_clip_rate``."""
-    ppo_clip_rate: float = 3.0
-    """dppo: curvature of the clip schedule (``clip_ploss_coef_rate``)."""
-    ppo_gae_lambda: float = 0.95
-    """dppo: GAE lambda over decisions."""
-    ppo_denoising_gamma: float = 0.99
-    """dppo: an earlier denoising step's advantage is discounted by this per step before the
-    last (DPPO's ``gamma_denoising``)."""
-    ppo_norm_advantages: bool = True
-    """dppo: standardise the rollout's advantages."""
-    ppo_target_kl: float = 1.0
-    """dppo: stop an iteration's epochs once the mean approximate KL exceeds this (0: never)."""
-    ppo_max_grad_norm: float = 1.0
-    """dppo: clip of the policy gradient norm (0: none)."""
-    ppo_value_lr: float = 1e-3
-    """dppo: learning rate of V(s)."""
-    ppo_bc_coef: float = 0.0
-    """dppo: weight of a behaviour-cloning term added to every policy minibatch step's loss:
-    the unweighted DSM loss (SODP eq. 14; SODP's total loss is eq. 15 with weight 1.0) on
-    ``ppo_bc_batch_size`` pairs drawn as the OTPR actor draws demo pairs, from the demo windows
-    and, with ``algo.success_to_demos``, the pairs of successful online episodes (SODP's target
-    buffer of proficient trajectories). 0: plain DPPO."""
-    ppo_bc_batch_size: int = 256
-    """dppo: pairs per behaviour-cloning term (``ppo_bc_coef``)."""
-    ppo_value_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    """dppo: V(s) MLP widths."""
+    """Seed the replay buffer with the demo transitions."""
     eval_every: int = 5
     """Evaluate every N iterations (and after the last)."""
     checkpoint_every: int = 5
     """Checkpoint every N iterations (and after the last)."""
     keep_evaluated: bool = True
-    """Also keep the weights of every evaluated point of the curve, checkpoints/evaluated/
-    (modules only, no replay: a few MB each), which rolling retention leaves alone."""
+    """Keep the weights of every evaluated point under checkpoints/evaluated/ (no replay)."""
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "algo.name", ("otpr", "bc", "dppo"))
-        _one_of(self.guidance, "algo.guidance", ("H", "Q", "A", "uniform"))
-        _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
-        _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
-        _one_of(self.weight_norm, "algo.weight_norm", ("none", "batch_mean"))
-        _one_of(self.actor_targets, "algo.actor_targets", ("resampled", "replay"))
-        _check(self.actor_target_states >= 1, "algo.actor_target_states", "must be >= 1")
-        _check(self.num_samples >= 1, "algo.num_samples", "must be >= 1")
-        _check(self.eval_num_samples >= 1, "algo.eval_num_samples", "must be >= 1")
-        _check(self.q_temperature > 0, "algo.q_temperature", "must be > 0")
-        _check(0.5 <= self.expectile < 1.0, "algo.expectile", "must be in [0.5, 1)")
-        _check(0.0 < self.polyak <= 1.0, "algo.polyak", "must be in (0, 1]")
-        _check(0.0 <= self.demo_fraction < 1.0, "algo.demo_fraction", "must be in [0, 1)")
         _check(
             isinstance(self.retry_failed_starts, int) and self.retry_failed_starts >= 0,
             "algo.retry_failed_starts",
             f"must be an int >= 0, got {self.retry_failed_starts!r}",
         )
-        for key in (
-            "pretrain_steps",
-            "iterations",
-            "warmup_iterations",
-            "critic_updates_per_iter",
-            "actor_updates_per_iter",
-        ):
+        for key in ("pretrain_steps", "iterations", "warmup_iterations"):
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
-        _check(self.actor_recent >= 0, "algo.actor_recent", "must be >= 0")
-        _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
         _check(0.0 <= self.ema_decay < 1.0, "algo.ema_decay", "must be in [0, 1) (0: off)")
-        _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         for key in ("steps_per_iter", "eval_every", "checkpoint_every", "buffer_capacity"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
-        for key in ("pretrain_lr", "critic_lr", "actor_lr", "ppo_value_lr", "ppo_clip"):
+        for key in ("pretrain_lr", "actor_lr"):
             _check(getattr(self, key) > 0, f"algo.{key}", "must be > 0")
-        _check(self.ppo_bc_coef >= 0, "algo.ppo_bc_coef", "must be >= 0")
-        for key in ("ppo_epochs", "ppo_minibatch_size", "ppo_bc_batch_size"):
-            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
-        _check(
-            0 < self.ppo_clip_base <= self.ppo_clip,
-            "algo.ppo_clip_base",
-            f"must be in (0, algo.ppo_clip={self.ppo_clip}]",
-        )
-        _check(self.ppo_clip_rate > 0, "algo.ppo_clip_rate", "must be > 0")
-        for key in ("ppo_gae_lambda", "ppo_denoising_gamma"):
-            _check(0 <= getattr(self, key) <= 1, f"algo.{key}", "must be in [0, 1]")
-        for key in ("ppo_target_kl", "ppo_max_grad_norm"):
-            _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0 (0: off)")
+
+    def check(self, cfg: Config) -> None:
+        """Checks across groups (e.g. a sampler this algorithm needs); raises ConfigError."""
+
+    def shrink_for_debug(self) -> None:
+        """``debug=true``: cap this algorithm's own budgets (the base ones are capped by
+        :func:`apply_debug`)."""
+
+    def describe(self, cfg: Config) -> dict[str, Any]:
+        """What a run summary records of this algorithm's variant (e.g. OTPR's guidance)."""
+        return {}
 
 
 @dataclass
@@ -403,12 +283,12 @@ class Config:
 
     task: TaskConfig = field(default_factory=TaskConfig)
     """Task group."""
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
-    """Algorithm group."""
+    algo: AlgoConfig = MISSING
+    """Algorithm group (``algo=<name>``; its dataclass is the registered algorithm's)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """Policy group."""
     ot: OTConfig = field(default_factory=OTConfig)
-    """OT group."""
+    """OT group (read by algo=otpr)."""
     seed: int = 0
     """Run seed (random, numpy, torch, env members seed + i)."""
     debug: bool = False
@@ -416,8 +296,7 @@ class Config:
     device: str = "cpu"
     """Torch device (cpu, cuda, cuda:1, mps)."""
     threads: int = 1
-    """torch intra-op threads (0: torch's default). 1 is fastest for these small networks on
-    few cores; oversubscribed threads cost 10-25x here."""
+    """torch intra-op threads (0: torch's default); 1 is fastest for these small networks."""
     run_dir: str = "runs"
     """Output directory of this run (set by the command line from hydra.run.dir)."""
     checkpoint: str | None = None
@@ -437,30 +316,18 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be >= 0")
         _one_of(self.weights, "weights", WEIGHTS)
+        _check(
+            isinstance(self.algo, AlgoConfig),
+            "algo",
+            f"must be a registered algorithm's config, got {type(self.algo).__name__}",
+        )
         if self.algo.eval_deterministic:
             _one_of(
                 self.policy.sampler,
                 "policy.sampler (algo.eval_deterministic=true)",
                 ("ddim", "dpm_solver_pp_2m"),
             )
-        _check(
-            self.algo.ppo_bc_coef == 0 or self.algo.name == "dppo",
-            "algo.ppo_bc_coef",
-            f"acts only with algo=dppo (algo.name={self.algo.name!r}); leave it 0",
-        )
-        if self.algo.name == "dppo":
-            _check(
-                self.algo.eval_mode == "single",
-                "algo.eval_mode",
-                "must be single with algo=dppo (best ranks candidates by the IQL critic, "
-                "which algo=dppo does not train)",
-            )
-            _one_of(self.policy.sampler, "policy.sampler (algo=dppo)", ("ddim", "euler_maruyama"))
-            _check(
-                self.policy.min_std > 0,
-                "policy.min_std",
-                "must be > 0 with algo=dppo (every denoising step needs a log-probability)",
-            )
+        self.algo.check(self)
 
 
 def apply_debug(cfg: Config) -> Config:
@@ -477,13 +344,10 @@ def apply_debug(cfg: Config) -> Config:
     a.iterations = min(a.iterations, 3)
     a.warmup_iterations = min(a.warmup_iterations, 1)
     a.steps_per_iter = min(a.steps_per_iter, 10)
-    a.critic_updates_per_iter = min(a.critic_updates_per_iter, 5)
-    a.actor_updates_per_iter = min(a.actor_updates_per_iter, 5)
     a.eval_every = min(a.eval_every, 2)
     a.checkpoint_every = min(a.checkpoint_every, 2)
-    a.critic_batch_size = min(a.critic_batch_size, 64)
-    a.actor_batch_size = min(a.actor_batch_size, 64)
     a.pretrain_batch_size = min(a.pretrain_batch_size, 64)
+    a.shrink_for_debug()
     o.steps_per_iter = min(o.steps_per_iter, 5)
     p.num_steps = min(p.num_steps, 5)
     return cfg
@@ -500,9 +364,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+DEFAULT_ALGO = "otpr"
+
+
 def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a validated :class:`Config` from :func:`to_dict` output (e.g. a checkpoint)."""
+    """Rebuild a validated :class:`Config` from :func:`to_dict` output (e.g. a checkpoint);
+    ``algo.name`` picks the registered algorithm's schema (default otpr)."""
     from omegaconf import OmegaConf
 
-    merged = OmegaConf.merge(OmegaConf.structured(Config), data)
+    from otpr.algos import config_class
+
+    name = (data.get("algo") or {}).get("name", DEFAULT_ALGO)
+    base = OmegaConf.structured(Config)
+    base.algo = OmegaConf.structured(config_class(name))
+    merged = OmegaConf.merge(base, data)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

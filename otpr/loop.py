@@ -1,15 +1,14 @@
-"""The offline-to-online loop: pretrain by behaviour cloning, then fine-tune with OTPR.
+"""The offline-to-online loop: pretrain by behaviour cloning, then fine-tune with an algorithm.
 
-One iteration (OTPR Algorithm 1, with the potentials warm-started instead of rebuilt)::
+The loop knows no algorithm by name: it builds the registered one of ``algo.name``
+(``otpr.algos``) and calls its interface. One iteration::
 
-    collect   steps_per_iter decisions per env: L candidates per state in one batched call,
-              one resampled by the guidance weights, T_a of its H actions executed
-    critic    critic_updates_per_iter IQL steps on replay        (every iteration)
-    ot        ot.steps_per_iter dual steps on replay states x actions   (every iteration, H only)
-    actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs; pairs
-              whose state leaves the demos' span are skipped; with success_to_demos the
-              demo part also draws pairs of successful online episodes
-    eval      every eval_every iterations, on a fixed evaluation seed range
+    collect   steps_per_iter decisions per env: algo.act(obs, explore=True) gives the chunks,
+              T_a of their H actions are executed; every transition goes to the replay and to
+              algo.observe
+    update    algo.update(data, iteration): the algorithm's learning step on the replay and demos
+    eval      every eval_every iterations, on a fixed evaluation seed range (otpr/evaluation.py)
+    save      every checkpoint_every iterations (otpr/checkpoint.py)
 
 Resume: a run directory that holds ``checkpoints/last`` continues from it (networks,
 optimizers, RNG states, replay, counters, metrics truncated to the checkpoint). Episodes that
@@ -19,11 +18,10 @@ directory's lock (``checkpoint.RunLock``) while it trains, so a second process i
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +31,14 @@ from tqdm import tqdm
 
 import envs
 from otpr import checkpoint as ckpt_io
-from otpr.agent import OTPRAgent, finite_or_raise
-from otpr.buffer import ReplayBuffer
+from otpr import evaluation
+from otpr.algos import Step, finite_or_raise, make_algorithm
+from otpr.buffer import ReplayBuffer, TrainingData
 from otpr.config import Config, to_dict
 from otpr.data import make_windows
 from otpr.demos import demo_transitions, load_demos, task_spec_of
 from otpr.logger import MetricsLogger
-from otpr.ppo import ChainPPO
+from otpr.report import summarize
 
 
 def seed_everything(seed: int) -> None:
@@ -48,8 +47,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class LoopState:
+    """The loop's counters and evaluation history (``training_state/loop.json``)."""
+
+    phase: str = "init"
+    """init -> pretrained -> finetune -> done."""
+    iteration: int = 0
+    env_steps: int = 0
+    """Every executed env step (each action of a chunk counts)."""
+    episodes: int = 0
+    pretrain_steps: int = 0
+    wall_time_s: float = 0.0
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    """Evaluation records, oldest first (with their ``eval_settings``)."""
+    success_ids: list[int] = field(default_factory=list)
+    """Replay rows of successful online episodes (``algo.success_to_demos``)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
 class Trainer:
-    """Owns the agent, the replay, the envs and the run directory of one run."""
+    """Owns the algorithm, the replay, the envs and the run directory of one run."""
 
     def __init__(self, cfg: Config, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -61,17 +83,10 @@ class Trainer:
         t = cfg.task
         self.spec = task_spec_of(cfg)
         self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
-        self.agent = OTPRAgent(cfg, self.spec)
-        # algo=dppo: the policy is updated by PPO through its denoising chain (otpr/ppo.py)
-        # instead of OTPR's weighted DSM; the replay still records every transition.
-        self.ppo = (
-            ChainPPO(cfg, self.agent.state, self.agent.state_dim)
-            if cfg.algo.name == "dppo"
-            else None
-        )
+        self.algo = make_algorithm(cfg, self.spec)
         self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
-        self.agent.policy.normalizer.fit(self.demo_obs, self.demo_act)
-        self._set_keypoints()
+        self.algo.policy.normalizer.fit(self.demo_obs, self.demo_act)
+        self.algo.prepare(self.demo_obs, self.demo_act)
         self.buffer = ReplayBuffer(
             cfg.algo.buffer_capacity,
             (t.obs_history, self.spec.obs_dim),
@@ -82,16 +97,9 @@ class Trainer:
             demo["reward"] = demo["reward"] * t.reward_scale
             self.buffer.add(**demo)
         self.rng = np.random.default_rng(cfg.seed)
-        self.state: dict[str, Any] = {
-            "phase": "init",
-            "iteration": 0,
-            "env_steps": 0,
-            "episodes": 0,
-            "pretrain_steps": 0,
-            "wall_time_s": 0.0,
-            "evals": [],
-            "success_ids": [],
-        }
+        self.data = TrainingData(self.buffer, self.demo_obs, self.demo_act, self.rng, cfg.device)
+        self.state = LoopState()
+        self.data.success_ids = self.state.success_ids
         self.logger = MetricsLogger(
             self.run_dir, cfg.tensorboard, to_dict(cfg) if cfg.wandb else None
         )
@@ -103,12 +111,7 @@ class Trainer:
         self._t0 = time.time()
         self._wall_at_start = 0.0
 
-    # ------------------------------------------------------------------ setup helpers
-    def _set_keypoints(self) -> None:
-        obs = torch.as_tensor(self.demo_obs, device=self.agent.device)
-        act = torch.as_tensor(self.demo_act, device=self.agent.device)
-        self.agent.potentials.set_keypoints(self.agent.state(obs), self.agent.executed(act))
-
+    # ------------------------------------------------------------------ envs
     def _make_env(self, num_envs: int, seed: int, retry_failed_starts: int = 0) -> Any:
         t = self.cfg.task
         return envs.make(
@@ -130,7 +133,7 @@ class Trainer:
             # Training members are seeded seed * num_envs + i: disjoint across run seeds.
             seed = self.cfg.seed * n
             self._train_env = self._make_env(n, seed, self.cfg.algo.retry_failed_starts)
-            self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state["episodes"])
+            self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state.episodes)
             self._ep_return = np.zeros(n)
             self._ep_ids = [[] for _ in range(n)]
         return self._train_env
@@ -148,31 +151,38 @@ class Trainer:
         self.logger.close()
 
     # ------------------------------------------------------------------ checkpoints
+    def _loop_json(self) -> dict[str, Any]:
+        self.state.success_ids = self.data.success_ids
+        return asdict(self.state)
+
     def save(self, evaluated: bool = False) -> Path:
         """A full checkpoint (resume point), or with ``evaluated`` the weights alone under
         ``checkpoints/evaluated/`` (``ckpt_io.save_evaluated``)."""
-        self.state["wall_time_s"] = self.wall_time()
+        self.state.wall_time_s = self.wall_time()
+        t = self.cfg.task
         meta = {
-            "task": self.cfg.task.name,
+            "algo": self.cfg.algo.name,
+            "task": t.name,
             "suite": self.spec.suite,
             "obs_dim": self.spec.obs_dim,
             "action_dim": self.spec.action_dim,
-            "obs_horizon": self.cfg.task.obs_history,
-            "horizon": self.cfg.task.horizon,
-            "act_steps": self.cfg.task.act_steps,
+            "obs_horizon": t.obs_history,
+            "horizon": t.horizon,
+            "act_steps": t.act_steps,
             "obs_keys": list(self.spec.obs_keys),
-            "max_episode_steps": self.cfg.task.max_episode_steps,
-            "phase": self.state["phase"],
-            "iteration": self.state["iteration"],
-            "env_steps": self.state["env_steps"],
+            "max_episode_steps": t.max_episode_steps,
+            "phase": self.state.phase,
+            "iteration": self.state.iteration,
+            "env_steps": self.state.env_steps,
+            **self.demo_facts(),
         }
-        name = f"step_{self.state['env_steps']:012d}_it{self.state['iteration']:05d}"
-        modules = {**self.agent.modules(), **(self.ppo.modules() if self.ppo else {})}
+        name = f"step_{self.state.env_steps:012d}_it{self.state.iteration:05d}"
+        modules = self.algo.modules()
         if evaluated:
             return ckpt_io.save_evaluated(
-                self.run_dir, name, to_dict(self.cfg), meta, modules, self.state
+                self.run_dir, name, to_dict(self.cfg), meta, modules, self._loop_json()
             )
-        rng = ckpt_io.rng_state(self._generators())
+        rng = ckpt_io.rng_state(self.algo.generators())
         rng["loop_numpy"] = self.rng.bit_generator.state
         return ckpt_io.save_checkpoint(
             self.run_dir,
@@ -180,87 +190,79 @@ class Trainer:
             to_dict(self.cfg),
             meta,
             modules,
-            self._optimizers(),
+            self.algo.optimizers(),
             rng,
             self.buffer.state_dict(),
-            self.state,
+            self._loop_json(),
         )
 
     def restore(self, path: str | Path, weights_only: bool = False) -> None:
-        """Load a checkpoint: weights only (start fine-tuning from a pretrained policy, its acting
-        weights when this run keeps no average of its own, its trained ones with
-        ``weights=trained``) or all (resume)."""
+        """Load a checkpoint: its policy weights only (start fine-tuning from a pretrained
+        policy, of any algorithm: ``ckpt_io.start_weights`` says which) or everything
+        (resume the same run)."""
         ckpt = ckpt_io.resolve(path)
         meta = ckpt_io.read_meta(ckpt)
         for key in ("obs_dim", "action_dim"):
             if meta[key] != getattr(self.spec, key):
-                raise ValueError(
+                raise ckpt_io.CheckpointError(
                     f"{ckpt}: checkpoint {key}={meta[key]} does not match task "
                     f"{self.cfg.task.name!r} ({getattr(self.spec, key)})"
                 )
-        modules = self.agent.modules()
-        ema = self.agent.ema
-        acting = ckpt_io.acting_weights(ckpt)  # the weights that were evaluated
-        source = ckpt_io.policy_weights(ckpt, self.cfg.weights)  # those a new run starts from
-        has_average = acting == "policy_ema"
-        if ema is not None and not has_average and not weights_only:
-            raise ValueError(
+        if weights_only:
+            self._start_from(ckpt)
+        else:
+            self._resume(ckpt, meta)
+        self.algo.prepare(self.demo_obs, self.demo_act)
+
+    def _start_from(self, ckpt: Path) -> None:
+        modules = self.algo.modules()
+        ema = self.algo.ema
+        plan = ckpt_io.start_weights(ckpt, self.cfg.weights, keeps_average=ema is not None)
+        ckpt_io.load_modules(ckpt, {stored: modules[ours] for ours, stored in plan.items()})
+        if ema is not None:
+            if "policy_ema" not in plan:
+                ema.reset_to(self.algo.policy)
+            # the loaded weights are trained ones, not a random start the warm-up forgets fast
+            ema.end_warmup()
+        # This run starts at these weights: keep their evaluation (the one at the checkpoint's
+        # own env step; 0 for a pretrained checkpoint) as its starting level, and only if it
+        # was measured as this run measures and of the weights loaded (an average's evaluation
+        # says nothing of the trained weights next to it).
+        loop = ckpt_io.read_loop_state(ckpt, missing_ok=True)
+        at, settings = loop.get("env_steps", 0), self.eval_settings()
+        kept = [
+            dict(e, env_steps=0, iteration=0)
+            for e in loop.get("evals", [])
+            if e["env_steps"] == at and e.get("eval_settings") == settings
+        ]
+        same = plan["policy"] == ckpt_io.acting_weights(ckpt) or "policy_ema" in plan
+        self.state.evals = kept[-1:] if same else []
+        self.state.phase = "pretrained"
+
+    def _resume(self, ckpt: Path, meta: dict[str, Any]) -> None:
+        if meta.get("algo") != self.cfg.algo.name:
+            raise ckpt_io.CheckpointError(
+                f"{ckpt}: algo: the checkpoint was written by algo={meta.get('algo')}, this run "
+                f"is algo={self.cfg.algo.name}; start a new run from it with checkpoint=<it>"
+            )
+        if self.algo.ema is not None and ckpt_io.acting_weights(ckpt) != "policy_ema":
+            raise ckpt_io.CheckpointError(
                 f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
                 f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
             )
-        # A weights-only start puts the checkpoint's `weights` (as load_policy reads them) in
-        # the trained network; this run's own average continues the checkpoint's only when that
-        # run kept one and its acting weights are asked for, else it starts at the loaded ones.
-        continue_average = ema is not None and has_average and self.cfg.weights == "acting"
-        if weights_only and not continue_average:
-            modules.pop("policy_ema", None)
-            modules[source] = modules.pop("policy")
-        if self.ppo is not None and not weights_only:
-            modules.update(self.ppo.modules())  # a pretrained policy comes without V: fresh V
-        ckpt_io.load_modules(ckpt, modules)
-        if ema is not None and weights_only:
-            if not continue_average:
-                ema.reset_to(self.agent.policy)
-            # the loaded weights are trained ones, not a random start the warm-up forgets fast
-            ema.end_warmup()
-        self._set_keypoints()
-        if weights_only:
-            # This run starts at these weights: keep their evaluation (the one at the
-            # checkpoint's own env step; 0 for a pretrained checkpoint) as its starting level,
-            # and only if it was measured as this run measures and of the weights loaded (an
-            # average's evaluation says nothing of the trained weights next to it).
-            loop = ckpt_io.read_loop_state(ckpt, missing_ok=True)
-            at, settings = loop.get("env_steps", 0), self.eval_settings()
-            kept = [
-                dict(e, env_steps=0, iteration=0)
-                for e in loop.get("evals", [])
-                if e["env_steps"] == at and e.get("eval_settings") == settings
-            ]
-            self.state["evals"] = kept[-1:] if source == acting else []
-            self.state["phase"] = "pretrained"
-            return
+        ckpt_io.load_modules(ckpt, self.algo.modules())
         ts = ckpt_io.load_training_state(ckpt)
-        for name, opt in self._optimizers().items():
+        for name, opt in self.algo.optimizers().items():
             opt.load_state_dict(ts["optimizers"][name])
-        ckpt_io.set_rng_state(ts["rng"], self._generators())
+        ckpt_io.set_rng_state(ts["rng"], self.algo.generators())
         self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
         if ts["replay"] is not None:
             self.buffer.load_state_dict(ts["replay"])
-        self.state = ts["loop"]
-        self.state.setdefault("success_ids", [])  # checkpoints from before success_to_demos
-        self._wall_at_start = float(self.state.get("wall_time_s", 0.0))
+        self.state = LoopState.from_dict(ts["loop"])
+        self.data.success_ids = self.state.success_ids
+        self._wall_at_start = float(self.state.wall_time_s)
         self._t0 = time.time()
-        self.logger.truncate_after(self.state["env_steps"])
-
-    def _optimizers(self) -> dict[str, Any]:
-        """What ``training_state`` keeps of the agent and, with algo=dppo, of V."""
-        return {**self.agent.optimizers(), **(self.ppo.optimizers() if self.ppo else {})}
-
-    def _generators(self) -> dict[str, torch.Generator]:
-        out = {"agent": self.agent.generator, "potentials": self.agent.potentials.generator}
-        if self.ppo is not None:
-            out["ppo"] = self.ppo.generator  # minibatch order
-        return out
+        self.logger.truncate_after(self.state.env_steps)
 
     def wall_time(self) -> float:
         return self._wall_at_start + time.time() - self._t0
@@ -269,25 +271,25 @@ class Trainer:
     def behaviour_cloning(self) -> None:
         """``algo.pretrain_steps`` DSM steps on the demo windows (cosine-decayed AdamW)."""
         a = self.cfg.algo
-        policy = self.agent.policy
+        policy = self.algo.policy
         opt = torch.optim.AdamW(policy.parameters(), lr=a.pretrain_lr, weight_decay=1e-6)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(a.pretrain_steps, 1))
-        obs = torch.as_tensor(self.demo_obs, device=self.agent.device)
-        act = torch.as_tensor(self.demo_act, device=self.agent.device)
+        obs = torch.as_tensor(self.demo_obs, device=self.algo.device)
+        act = torch.as_tensor(self.demo_act, device=self.algo.device)
         bar = tqdm(
             range(a.pretrain_steps), desc="pretrain", disable=not self.cfg.progress, leave=False
         )
         for step in bar:
             idx = torch.as_tensor(self.rng.integers(0, len(obs), a.pretrain_batch_size))
-            info = self.agent.pretrain_step(obs[idx], act[idx], opt)
+            info = self.algo.pretrain_step(obs[idx], act[idx], opt)
             sched.step()
             if step % 100 == 0 or step == a.pretrain_steps - 1:
                 finite_or_raise(info)
                 self.logger.log(
                     {"env_steps": 0, "iteration": 0, "pretrain_step": step, **info}, step=step
                 )
-        self.state["pretrain_steps"] = a.pretrain_steps
-        self.state["phase"] = "pretrained"
+        self.state.pretrain_steps = a.pretrain_steps
+        self.state.phase = "pretrained"
 
     def pretrain(self) -> dict[str, float]:
         """Behaviour cloning, then the pretrained evaluation and a checkpoint."""
@@ -305,80 +307,24 @@ class Trainer:
         return result
 
     def eval_settings(self) -> dict[str, Any]:
-        """What an evaluation's number depends on besides the weights (stored with each record,
-        so a fine-tuning run re-measures a pretrained level taken under other settings)."""
-        t, a, p = self.cfg.task, self.cfg.algo, self.cfg.policy
-        policy = self.agent.acting_policy
-        with self._evaluation_sampling(policy):  # the sampler as evaluation runs it
-            eta, min_std = policy.eta, policy.min_std
-        settings = {
-            "protocol": 2,  # 2: policy noise seeded from eval_seed (session 3)
-            "eval_seed": t.eval_seed,
-            "eval_episodes": t.eval_episodes,
-            "eval_num_envs": t.eval_num_envs,  # member i runs seed + i: which episodes are drawn
-            "eval_mode": a.eval_mode,
-            "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
-            "sampler": [p.sampler, p.num_steps, eta],
-            "max_episode_steps": t.max_episode_steps,
-        }
-        if a.ema_decay > 0:  # the averaged weights act (absent: the trained ones, as before)
-            settings["ema_decay"] = a.ema_decay
-        if p.temperature != 1.0:  # absent: temperature 1, as before the setting existed
-            settings["temperature"] = p.temperature
-        if min_std > 0:  # absent: no floor, as before the setting existed
-            settings["min_std"] = min_std
-        return settings
-
-    def _evaluation_sampling(self, policy: Any) -> Any:
-        """The context evaluation samples in: noise-free under ``algo.eval_deterministic``."""
-        return policy.deterministic() if self.cfg.algo.eval_deterministic else nullcontext()
+        """What this run's evaluations depend on besides the weights."""
+        return evaluation.settings(self.cfg, self.algo.acting_policy, self.algo.eval_settings())
 
     def evaluate(self) -> dict[str, float]:
-        """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds
-        (env and policy noise both seeded from ``task.eval_seed``)."""
+        """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds,
+        recorded in the run's evaluation history and logged."""
         t = self.cfg.task
-        env = self.eval_env
-        n = t.eval_num_envs
-        quota = math.ceil(t.eval_episodes / n)
-        obs, _ = env.reset(seed=t.eval_seed)
-        # Policy noise seeded per evaluation too: an evaluation is a function of the weights.
-        generator = torch.Generator(device="cpu").manual_seed(t.eval_seed)
-        done_count = np.zeros(n, int)
-        ret = np.zeros(n)
-        results: list[tuple[int, int, float, float, float]] = []
-        policy = self.agent.acting_policy
-        policy.eval()
-        with self._evaluation_sampling(policy):
-            while (done_count < quota).any():
-                actions, _ = self.agent.act(obs, explore=False, generator=generator)
-                obs, reward, term, trunc, info = env.step(actions[:, : t.act_steps])
-                ret += reward
-                for i in np.flatnonzero(term | trunc):
-                    if done_count[i] < quota:
-                        fin = info["final_info"]
-                        results.append(
-                            (
-                                int(done_count[i]),
-                                int(i),
-                                float(fin["success"][i]),
-                                float(ret[i]),
-                                float(fin["num_subtasks"][i]),
-                            )
-                        )
-                        done_count[i] += 1
-                    ret[i] = 0.0
-        policy.train()
-        results = sorted(results)[: t.eval_episodes]
-        arr = np.asarray([r[2:] for r in results])
-        out = {
-            "eval/success": float(arr[:, 0].mean()),
-            "eval/return": float(arr[:, 1].mean()),
-            "eval/num_subtasks": float(arr[:, 2].mean()),
-            "eval/episodes": len(results),
-        }
-        record = {"env_steps": self.state["env_steps"], "iteration": self.state["iteration"], **out}
-        self.state["evals"].append(dict(record, eval_settings=self.eval_settings()))
-        self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"])
+
+        def act(obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+            return self.algo.act(obs, explore=False, generator=generator)[0]
+
+        with evaluation.evaluating(self.cfg, self.algo.acting_policy):
+            out = evaluation.run_episodes(
+                self.eval_env, act, t.eval_episodes, t.eval_num_envs, t.eval_seed, t.act_steps
+            )
+        record = {"env_steps": self.state.env_steps, "iteration": self.state.iteration, **out}
+        self.state.evals.append(dict(record, eval_settings=self.eval_settings()))
+        self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state.env_steps)
         return out
 
     def collect(self) -> dict[str, float]:
@@ -386,19 +332,16 @@ class Trainer:
         t, a = self.cfg.task, self.cfg.algo
         env = self.train_env
         gammas = t.gamma ** np.arange(t.act_steps)
-        successes, returns, timing = [], [], defaultdict(float)
+        successes, returns = [], []
+        timing: dict[str, float] = defaultdict(float)
+        acted: dict[str, float] = defaultdict(float)  # the algorithm's act info, summed
         fresh_successes = []  # episodes on a fresh start (algo.retry_failed_starts)
-        fallback = 0.0
         for _ in range(a.steps_per_iter):
             tic = time.perf_counter()
-            if self.ppo is not None:
-                # the trained weights collect: PPO's ratio is taken against them
-                actions = self.ppo.act(self.agent.policy, self._obs, self.agent.generator)
-                info = {}
-            else:
-                actions, info = self.agent.act(self._obs, explore=True)
+            actions, info = self.algo.act(self._obs, explore=True)
             timing["perf/time_sample_s"] += time.perf_counter() - tic
-            fallback += info.get("sampler/uniform_fallback", 0.0)
+            for key, value in info.items():
+                acted[key] += value
             tic = time.perf_counter()
             next_obs, reward, term, trunc, infos = env.step(actions[:, : t.act_steps])
             timing["perf/time_env_s"] += time.perf_counter() - tic
@@ -424,25 +367,31 @@ class Trainer:
                         fresh_successes.append(float(fin["success"][i]))
                     returns.append(self._ep_return[i] + reward[i])
                     if a.success_to_demos and fin["success"][i]:
-                        self.state["success_ids"].extend(self._ep_ids[i])
+                        self.data.success_ids.extend(self._ep_ids[i])
                     self._ep_ids[i] = []
-            disc_reward = (rewards * gammas[None]).sum(1) * t.reward_scale
-            if self.ppo is not None:
-                self.ppo.record(disc_reward, t.gamma**steps, learn_term, done, true_next)
-            self.buffer.add(
+            step = Step(
                 obs=self._obs,
                 actions=actions,
-                reward=disc_reward,
+                reward=(rewards * gammas[None]).sum(1) * t.reward_scale,
                 discount=t.gamma ** steps.astype(np.float64),
+                terminated=learn_term,
+                done=done,
                 next_obs=true_next,
-                terminated=learn_term.astype(np.float32),
+            )
+            self.algo.observe(step)
+            self.buffer.add(
+                obs=step.obs,
+                actions=step.actions,
+                reward=step.reward,
+                discount=step.discount,
+                next_obs=step.next_obs,
+                terminated=step.terminated.astype(np.float32),
             )
             self._ep_return = np.where(done, 0.0, self._ep_return + reward)
-            self.state["env_steps"] += int(steps.sum())
-            self.state["episodes"] += int(done.sum())
+            self.state.env_steps += int(steps.sum())
+            self.state.episodes += int(done.sum())
             self._obs = next_obs
-        out = dict(timing)
-        out["sampler/uniform_fallback"] = fallback
+        out = {**timing, **acted}
         if successes:
             out["train/success"] = float(np.mean(successes))
             out["train/return"] = float(np.mean(returns))
@@ -452,110 +401,29 @@ class Trainer:
             out["train/first_try_episodes"] = len(fresh_successes)
         return out
 
-    def _batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:
-        return self.buffer.sample(size, self.rng, self.agent.device, recent=recent)
-
-    def _demo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(obs, chunk) pairs drawn uniformly from the demo windows and, with
-        ``algo.success_to_demos``, the replay pairs of successful online episodes."""
-        ids = self.state["success_ids"]
-        if ids and self.buffer.total_added - ids[0] > self.buffer.capacity:
-            # drop pairs the ring buffer has overwritten (ids are in insertion order)
-            oldest = self.buffer.total_added - self.buffer.capacity
-            self.state["success_ids"] = ids = [k for k in ids if k >= oldest]
-        num_demo = len(self.demo_obs)
-        idx = self.rng.integers(0, num_demo + len(ids), size)
-        own = idx >= num_demo
-        obs = torch.as_tensor(self.demo_obs[np.where(own, 0, idx)])
-        act = torch.as_tensor(self.demo_act[np.where(own, 0, idx)])
-        if own.any():
-            rows = np.array([ids[k] for k in idx[own] - num_demo]) % self.buffer.capacity
-            obs[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["obs"][rows])
-            act[torch.as_tensor(own)] = torch.as_tensor(self.buffer.data["actions"][rows])
-        return obs, act
-
-    def update(self) -> dict[str, float]:
-        """Critic and potentials, then (after warm-up) the actor; with algo=dppo, V and (after
-        warm-up) PPO on the iteration's rollout."""
-        a, o = self.cfg.algo, self.cfg.ot
-        if self.ppo is not None:
-            tic = time.perf_counter()
-            train_actor = self.state["iteration"] >= a.warmup_iterations
-            out = self.ppo.update(
-                self.agent.policy,
-                self.agent.actor_optimizer,
-                train_actor,
-                bc_batch=lambda: self._demo_batch(a.ppo_bc_batch_size),
-                after_step=self.agent.after_policy_step,
-            )
-            return {**out, "perf/time_actor_s": time.perf_counter() - tic}
-        metrics: dict[str, float] = {}
-        timing = defaultdict(float)
-        tic = time.perf_counter()
-        for _ in range(a.critic_updates_per_iter):
-            metrics.update(self.agent.update_critic(self._batch(a.critic_batch_size)))
-        timing["perf/time_critic_s"] = time.perf_counter() - tic
-        if a.guidance == "H":
-            # The potentials track the critic from the first iteration, so that H is fitted
-            # (not 50 steps old) when the actor starts using it after the warm-up.
-            tic = time.perf_counter()
-            for _ in range(o.steps_per_iter):
-                s = self._batch(o.batch_size)["obs"]
-                act = self._batch(o.batch_size)["actions"]
-                metrics.update(self.agent.update_potentials(s, act))
-            timing["perf/time_potentials_s"] = time.perf_counter() - tic
-        if self.state["iteration"] < a.warmup_iterations:
-            return {**metrics, **timing}
-        tic = time.perf_counter()
-        n_demo = int(round(a.demo_fraction * a.actor_batch_size))
-        n_own = a.actor_batch_size - n_demo
-        if a.actor_targets == "resampled":
-            states = self._batch(a.actor_target_states, recent=a.actor_recent)["obs"]
-            t_obs, t_act, t_w = self.agent.resampled_targets(states)
-            timing["perf/time_actor_targets_s"] = time.perf_counter() - tic
-        for _ in range(a.actor_updates_per_iter):
-            if a.actor_targets == "resampled":
-                idx = torch.as_tensor(self.rng.integers(0, len(t_obs), n_own))
-                obs, act, w = t_obs[idx], t_act[idx], t_w[idx]
-            else:
-                batch = self._batch(n_own, recent=a.actor_recent)
-                obs, act, w = batch["obs"], batch["actions"], None
-            if n_demo:
-                d_obs, d_act = self._demo_batch(n_demo)
-                d_obs, d_act = d_obs.to(obs.device), d_act.to(act.device)
-                obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
-                if w is not None:
-                    w = torch.cat([w, self.agent.pair_weights(d_obs, d_act)])
-            # replay targets: weights of the whole (replay + demo) batch in one call
-            metrics.update(self.agent.update_actor(obs, act, w))
-        timing["perf/time_actor_s"] = time.perf_counter() - tic
-        return {**metrics, **timing}
-
     def finetune(self) -> None:
         a = self.cfg.algo
         bar = tqdm(
             total=a.iterations,
-            initial=self.state["iteration"],
+            initial=self.state.iteration,
             desc="fine-tune",
             disable=not self.cfg.progress,
             leave=False,
         )
-        while self.state["iteration"] < a.iterations:
+        while self.state.iteration < a.iterations:
             tic = time.time()
-            steps_before = self.state["env_steps"]
+            steps_before = self.state.env_steps
             metrics = self.collect()
-            metrics.update(self.update())
+            metrics.update(self.algo.update(self.data, self.state.iteration))
             finite_or_raise(metrics)
-            self.state["iteration"] += 1
-            it = self.state["iteration"]
+            self.state.iteration += 1
+            it = self.state.iteration
             elapsed = time.time() - tic
-            metrics["perf/env_steps_per_s"] = (self.state["env_steps"] - steps_before) / elapsed
+            metrics["perf/env_steps_per_s"] = (self.state.env_steps - steps_before) / elapsed
             metrics["perf/iteration_s"] = elapsed
-            record = {"env_steps": self.state["env_steps"], "iteration": it, **metrics}
-            self.logger.log(
-                dict(record, wall_time_s=self.wall_time()), step=self.state["env_steps"]
-            )
-            self.state["phase"] = "finetune"
+            record = {"env_steps": self.state.env_steps, "iteration": it, **metrics}
+            self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state.env_steps)
+            self.state.phase = "finetune"
             if it % a.eval_every == 0 or it == a.iterations:
                 res = self.evaluate_point()
                 bar.set_postfix(success=f"{res['eval/success']:.2f}")
@@ -563,40 +431,33 @@ class Trainer:
                 self.save()
             bar.update(1)
         bar.close()
-        self.state["phase"] = "done"
+        self.state.phase = "done"
 
     def summary(self) -> dict[str, Any]:
-        evals = self.state["evals"]
-        pre = next((e for e in evals if e["env_steps"] == 0), None)
-        final = evals[-1] if evals else None
-        last_settings = final.get("eval_settings") if final else None
-        guided = {  # what OT guidance the run used; DPPO uses none
-            "guidance": self.cfg.algo.guidance,
-            "masked": self.cfg.ot.masked,
-            "actor_targets": self.cfg.algo.actor_targets,
-        }
-        return {
-            "task": self.cfg.task.name,
-            "algo": self.cfg.algo.name,
-            **(guided if self.ppo is None else {}),
-            "seed": self.cfg.seed,
-            "num_demos": len(self.demos),
-            "demo_success": float(np.mean([bool(ep.success) for ep in self.demos])),
-            "pretrained_success": pre["eval/success"] if pre else None,
-            "final_success": final["eval/success"] if final else None,
-            "pretrained_return": pre["eval/return"] if pre else None,
-            "final_return": final["eval/return"] if final else None,
-            "best_success": max(e["eval/success"] for e in evals) if evals else None,
-            # evaluations measured otherwise than the last one (a run resumed with other
-            # evaluation settings): their numbers do not compare with the final one
-            "evals_under_other_settings": [
-                e["env_steps"] for e in evals if e.get("eval_settings") != last_settings
-            ],
-            "env_steps": self.state["env_steps"],
-            "iterations": self.state["iteration"],
-            "eval_episodes": self.cfg.task.eval_episodes,
-            "wall_time_s": round(self.wall_time(), 1),
-        }
+        return summary_of(self.cfg, self.state, self.demo_facts(), self.wall_time())
+
+    def demo_facts(self) -> dict[str, Any]:
+        """How many demos the run learns from and how many of them succeed."""
+        success = [bool(ep.success) for ep in self.demos]
+        return {"num_demos": len(success), "demo_success": float(np.mean(success))}
+
+
+def summary_of(
+    cfg: Config, state: LoopState, demo_facts: dict[str, Any], wall_time_s: float
+) -> dict[str, Any]:
+    """The run summary, a function of the config, the demos' facts (``Trainer.demo_facts``,
+    also in a checkpoint's meta.json) and the loop state with its stored evaluations."""
+    run = {
+        "task": cfg.task.name,
+        "algo": cfg.algo.name,
+        **cfg.algo.describe(cfg),
+        "seed": cfg.seed,
+        **demo_facts,
+    }
+    out = summarize(state.evals, run, state.env_steps, state.iteration)
+    out["eval_episodes"] = cfg.task.eval_episodes
+    out["wall_time_s"] = round(wall_time_s, 1)
+    return out
 
 
 def run(
@@ -616,15 +477,15 @@ def run(
                 trainer.restore(trainer.run_dir)
             elif cfg.checkpoint is not None:
                 trainer.restore(cfg.checkpoint, weights_only=True)
-            if "pretrain" in stages and trainer.state["phase"] == "init":
+            if "pretrain" in stages and trainer.state.phase == "init":
                 trainer.pretrain()
             if "finetune" in stages and cfg.algo.iterations > 0:
-                if trainer.state["phase"] == "init":
+                if trainer.state.phase == "init":
                     raise ValueError(
                         "fine-tuning needs a pretrained policy: run the pretrain stage or pass "
                         "checkpoint=<pretrained run dir>"
                     )
-                if not any(e["env_steps"] == 0 for e in trainer.state["evals"]):
+                if not any(e["env_steps"] == 0 for e in trainer.state.evals):
                     trainer.evaluate_point()
                 trainer.finetune()
             summary = trainer.summary()

@@ -34,9 +34,35 @@ def eval_points(run_dir: str | Path, summary: dict[str, Any]) -> list[dict[str, 
     return sorted(evals, key=lambda r: r["env_steps"])
 
 
+def summarize(
+    evals: list[dict[str, Any]], run: dict[str, Any], env_steps: int, iterations: int
+) -> dict[str, Any]:
+    """A run's summary from its stored evaluations (oldest first, each with ``env_steps``,
+    ``eval/success``, ``eval/return`` and ``eval_settings``) and its fixed facts ``run`` (task,
+    algo and its variant, seed, demos, ...), which lead the summary as given."""
+    pre = next((e for e in evals if e["env_steps"] == 0), None)
+    final = evals[-1] if evals else None
+    last_settings = final.get("eval_settings") if final else None
+    return {
+        **run,
+        "pretrained_success": pre["eval/success"] if pre else None,
+        "final_success": final["eval/success"] if final else None,
+        "pretrained_return": pre["eval/return"] if pre else None,
+        "final_return": final["eval/return"] if final else None,
+        "best_success": max(e["eval/success"] for e in evals) if evals else None,
+        # evaluations measured otherwise than the last one (a run resumed with other
+        # evaluation settings): their numbers do not compare with the final one
+        "evals_under_other_settings": [
+            e["env_steps"] for e in evals if e.get("eval_settings") != last_settings
+        ],
+        "env_steps": env_steps,
+        "iterations": iterations,
+    }
+
+
 def _title(summary: dict[str, Any]) -> str:
-    if summary.get("algo") == "dppo":  # no guidance, no OT
-        return f"{summary.get('task')} / dppo, seed {summary.get('seed')}"
+    if "guidance" not in summary:  # an algorithm without OT guidance
+        return f"{summary.get('task')} / {summary.get('algo')}, seed {summary.get('seed')}"
     masked = "masked" if summary.get("masked") else "unmasked"
     return (
         f"{summary.get('task')} / {summary.get('algo')} (guidance {summary.get('guidance')}, "
@@ -108,7 +134,9 @@ def compare(run_dirs: list[str | Path], path: str | Path) -> Path:
         )
         evals = eval_points(run, summary)
         ot = "M" if summary.get("masked") else "U"
-        method = "dppo" if summary.get("algo") == "dppo" else f"{summary.get('guidance', '?')}/{ot}"
+        method = (
+            f"{summary['guidance']}/{ot}" if "guidance" in summary else summary.get("algo", "?")
+        )
         label = f"{run.name}: {method} s{summary.get('seed', '?')}"
         ax.plot(
             [r["env_steps"] for r in evals],

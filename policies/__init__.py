@@ -2,6 +2,7 @@
 
 from policies.base import ScorePolicy
 from policies.diffusion import ChainResult, DiffusionPolicy
+from policies.factory import build_policy
 from policies.networks import ResidualMLPScoreNet, TemporalUnet1D
 from policies.normalizer import MinMaxNormalizer
 from policies.samplers import (
@@ -23,6 +24,7 @@ __all__ = [
     "ResidualMLPScoreNet",
     "ScorePolicy",
     "TemporalUnet1D",
+    "build_policy",
     "ddim_sample",
     "ddim_step",
     "dpm_solver_pp_2m_sample",

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from nets import mlp
 from potentials.base import CostFn, Potentials
 from potentials.dual import compatibility as _compatibility
 from potentials.dual import dual_loss
@@ -54,16 +55,6 @@ from potentials.masked import (
 )
 
 COST_NORMALIZATIONS: tuple[str, ...] = ("running", "none")
-
-
-def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU()]
-        d = h
-    layers.append(nn.Linear(d, 1))
-    return nn.Sequential(*layers)
 
 
 class NeuralPotentials(Potentials, nn.Module):
@@ -154,8 +145,8 @@ class NeuralPotentials(Potentials, nn.Module):
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
-        self.u_net = _mlp(state_dim, self.hidden)
-        self.v_net = _mlp(action_dim, self.hidden)
+        self.u_net = mlp(state_dim, self.hidden)
+        self.v_net = mlp(action_dim, self.hidden)
         self.register_buffer("cost_std", torch.ones(()))
         self.register_buffer("norm_count", torch.zeros((), dtype=torch.long))
         # Expert data, not model state: set again from the demos after loading a checkpoint.

@@ -117,11 +117,11 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path, monkeypatch) -> N
     assert earlier and summary["evals_under_other_settings"] == earlier  # flagged, in the summary
     trainer = Trainer(cfg, tmp_path / "r")
     trainer.restore(tmp_path / "r")
-    assert trainer.state["iteration"] == 3 and len(trainer.buffer) > 0
+    assert trainer.state.iteration == 3 and len(trainer.buffer) > 0
     policy = ckpt_io.load_policy(tmp_path / "r")  # the policy loads from the checkpoint alone
     np.testing.assert_array_equal(
         policy.normalizer.state_dict()["obs_min"].numpy(),
-        trainer.agent.policy.normalizer.state_dict()["obs_min"].numpy(),
+        trainer.algo.policy.normalizer.state_dict()["obs_min"].numpy(),
     )
     trainer.close()
 
@@ -138,19 +138,19 @@ def test_evaluation_is_a_function_of_the_weights(tmp_path: Path, monkeypatch) ->
     cfg.task.eval_episodes = cfg.task.eval_num_envs  # one episode per eval env
     trainer = Trainer(cfg, tmp_path / "e")
     taken: list[np.ndarray] = []
-    act = trainer.agent.act
+    act = trainer.algo.act
 
     def recording_act(obs, explore, generator=None):
         actions, info = act(obs, explore, generator)
         taken.append(actions)
         return actions, info
 
-    monkeypatch.setattr(trainer.agent, "act", recording_act)
-    training_rng = trainer.agent.generator.get_state().clone()
+    monkeypatch.setattr(trainer.algo, "act", recording_act)
+    training_rng = trainer.algo.generator.get_state().clone()
     trainer.evaluate()
     first, taken[:] = list(taken), []
     trainer.evaluate()
-    assert torch.equal(trainer.agent.generator.get_state(), training_rng)
+    assert torch.equal(trainer.algo.generator.get_state(), training_rng)
     assert len(first) == len(taken)
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(taken))
     trainer.cfg.task.eval_seed += 1  # the noise does come from the seed
@@ -174,7 +174,7 @@ def _member_zero_follows_the_expert(trainer, monkeypatch) -> None:
         chunk[1:] = 0.0  # member 0 follows the expert, the others stand still and fail
         return chunk, {}
 
-    monkeypatch.setattr(trainer.agent, "act", scripted)
+    monkeypatch.setattr(trainer.algo, "act", scripted)
 
 
 def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None:
@@ -192,21 +192,20 @@ def test_successful_episodes_join_the_demos(tmp_path: Path, monkeypatch) -> None
     _member_zero_follows_the_expert(trainer, monkeypatch)
     first_online = trainer.buffer.total_added
     out = trainer.collect()
-    ids = np.asarray(trainer.state["success_ids"])
+    ids = np.asarray(trainer.state.success_ids)
     assert len(ids) > 0
     assert set((ids - first_online) % n) == {0}  # only member 0's rows
     terminated = trainer.buffer.data["terminated"][ids % trainer.buffer.capacity]
     assert terminated.sum() >= 1
-    # scripts/bc_on_successes.py splits the ids into the episodes that ended in success
-    from scripts.bc_on_successes import success_episodes
-
-    episodes = success_episodes(ids, terminated, n)
+    # the ids split into the episodes that ended in success (a member's rows are n apart)
+    ends = (np.diff(ids) != n) | (terminated[:-1] > 0)
+    episodes = np.split(ids, np.flatnonzero(ends) + 1)
     assert len(episodes) == round(out["train/success"] * out["train/episodes"]) >= 2
     assert np.array_equal(np.concatenate(episodes), ids)
     # each successful episode's rows end with its own terminal decision (the one that solved it)
     assert [bool(terminated[ids == e[-1]][0]) for e in episodes] == [True] * len(episodes)
     # the actor's demo part now draws those rows as well as the demo windows
-    obs, act = trainer._demo_batch(2000)
+    obs, act = trainer.data.demo_batch(2000)
     own = trainer.buffer.data["actions"][ids % trainer.buffer.capacity]
     drawn = act.numpy()
     from_replay = [any(np.array_equal(a, b) for b in own) for a in drawn[:200]]
@@ -242,19 +241,19 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
     run(cfg, tmp_path / "bc")  # pretrain + its evaluation
     same = Trainer(cfg, tmp_path / "a")
     same.restore(tmp_path / "bc", weights_only=True)
-    assert [e["env_steps"] for e in same.state["evals"]] == [0]
+    assert [e["env_steps"] for e in same.state.evals] == [0]
     same.close()
     cfg.task.eval_seed += 1  # another evaluation range: the level must be re-measured
     other = Trainer(cfg, tmp_path / "b")
     other.restore(tmp_path / "bc", weights_only=True)
-    assert other.state["evals"] == []
+    assert other.state.evals == []
     other.close()
     cfg.task.eval_seed -= 1
     cfg.policy.temperature = 0.5  # the same weights sampled nearer the mode: re-measured too
     colder = Trainer(cfg, tmp_path / "c")
-    assert colder.agent.policy.temperature == 0.5
+    assert colder.algo.policy.temperature == 0.5
     colder.restore(tmp_path / "bc", weights_only=True)
-    assert colder.state["evals"] == []
+    assert colder.state.evals == []
     colder.close()
     cfg.policy.temperature = 1.0
     # From a fine-tuned checkpoint, its own evaluation is the starting level, not the BC's;
@@ -271,11 +270,11 @@ def test_pretrained_level_is_reused_only_if_measured_the_same_way(tmp_path: Path
     (ft / "training_state" / "loop.json").write_text(json.dumps(loop))
     later = Trainer(cfg, tmp_path / "d")
     later.restore(ft, weights_only=True)
-    assert later.state["evals"] == [dict(loop["evals"][-1], env_steps=0, iteration=0)]
+    assert later.state.evals == [dict(loop["evals"][-1], env_steps=0, iteration=0)]
     first = ckpt_io.resolve(ft.parent / sorted(p.name for p in ft.parent.glob("step_*"))[0])
     assert ckpt_io.read_loop_state(first)["iteration"] == 1
     later.restore(first, weights_only=True)
-    assert later.state["evals"] == []
+    assert later.state.evals == []
     later.close()
 
 
@@ -310,7 +309,7 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
     cfg = _cfg(tmp_path, ema_decay=0.9, iterations=2, checkpoint_every=1)
     trainer = Trainer(cfg, tmp_path / "ft")
     trainer.restore(tmp_path / "bc", weights_only=True)
-    agent = trainer.agent
+    agent = trainer.algo
     for avg, p in zip(agent.ema.model.parameters(), agent.policy.parameters(), strict=True):
         torch.testing.assert_close(avg, p)  # started from the pretrained weights
     assert agent.acting_policy is agent.ema.model
@@ -322,10 +321,10 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
     assert (ckpt / "policy_ema.safetensors").exists()
     resumed = Trainer(cfg, tmp_path / "ft")
     resumed.restore(tmp_path / "ft")
-    assert resumed.agent.ema.num_updates > 0  # the warm-up counter is training state
+    assert resumed.algo.ema.num_updates > 0  # the warm-up counter is training state
     loaded = ckpt_io.load_policy(tmp_path / "ft")
-    avg = dict(resumed.agent.ema.model.named_parameters())
-    trained = dict(resumed.agent.policy.named_parameters())
+    avg = dict(resumed.algo.ema.model.named_parameters())
+    trained = dict(resumed.algo.policy.named_parameters())
     differs = False
     for name, p in loaded.named_parameters():
         torch.testing.assert_close(p, avg[name])
@@ -335,7 +334,7 @@ def test_ema_weights_act_and_persist(tmp_path: Path, monkeypatch) -> None:
     # a fine-tune without an average starts from the weights that acted
     plain_ft = Trainer(_cfg(tmp_path, iterations=2), tmp_path / "ft_plain")
     plain_ft.restore(tmp_path / "ft", weights_only=True)
-    for name, p in plain_ft.agent.policy.named_parameters():
+    for name, p in plain_ft.algo.policy.named_parameters():
         torch.testing.assert_close(p, avg[name])
     plain_ft.close()
 
@@ -349,7 +348,7 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     from otpr.loop import Trainer
 
     monkeypatch.chdir(tmp_path)
-    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.0, ppo_minibatch_size=8)
+    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.0, minibatch_size=8)
     cfg.algo.iterations, cfg.algo.checkpoint_every = 2, 1
     summary = run(cfg, tmp_path / "d")
     assert summary["algo"] == "dppo" and "guidance" not in summary  # no OT guidance to report
@@ -361,24 +360,22 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     first = ckpt_io.resolve(ckpt.parent / sorted(p.name for p in ckpt.parent.glob("step_*"))[0])
     moved = Trainer(cfg, tmp_path / "x")
     moved.restore(first)  # after iteration 1 (warm-up: V only)
-    pretrained = {k: v.clone() for k, v in moved.agent.policy.state_dict().items()}
+    pretrained = {k: v.clone() for k, v in moved.algo.policy.state_dict().items()}
     moved.restore(ckpt)
-    assert any(
-        not torch.equal(pretrained[k], v) for k, v in moved.agent.policy.state_dict().items()
-    )
-    saved_v = {k: v.clone() for k, v in moved.ppo.value.state_dict().items()}
+    assert any(not torch.equal(pretrained[k], v) for k, v in moved.algo.policy.state_dict().items())
+    saved_v = {k: v.clone() for k, v in moved.algo.value.state_dict().items()}
     moved.close()
     cfg.algo.iterations = 3
     resumed = Trainer(cfg, tmp_path / "d")
     resumed.restore(tmp_path / "d")
-    for k, v in resumed.ppo.value.state_dict().items():
+    for k, v in resumed.algo.value.state_dict().items():
         assert torch.equal(v, saved_v[k])
     rng = ckpt_io.load_training_state(tmp_path / "d")["rng"]
-    assert torch.equal(resumed.ppo.generator.get_state(), rng["gen/ppo"])  # minibatch order
+    assert torch.equal(resumed.algo.ppo_generator.get_state(), rng["gen/ppo"])  # minibatch order
     resumed.close()
     fresh = Trainer(cfg, tmp_path / "f")
     fresh.restore(tmp_path / "d", weights_only=True)  # as otpr-finetune from a BC run
-    assert any(not torch.equal(v, saved_v[k]) for k, v in fresh.ppo.value.state_dict().items())
+    assert any(not torch.equal(v, saved_v[k]) for k, v in fresh.algo.value.state_dict().items())
     fresh.close()
 
 
@@ -398,17 +395,17 @@ def test_deterministic_evaluation_is_the_noise_free_sampler(tmp_path: Path, monk
         cfg = _cfg(tmp_path, policy, eval_deterministic=det)
         cfg.task.eval_episodes = cfg.task.eval_num_envs
         trainer = Trainer(cfg, tmp_path / name)
-        act, taken[name] = trainer.agent.act, []
+        act, taken[name] = trainer.algo.act, []
 
         def recording_act(obs, explore, generator=None, act=act, out=taken[name]):
             actions, info = act(obs, explore, generator)
             out.append(actions)
             return actions, info
 
-        monkeypatch.setattr(trainer.agent, "act", recording_act)
+        monkeypatch.setattr(trainer.algo, "act", recording_act)
         trainer.evaluate()
-        settings[name] = trainer.state["evals"][-1]["eval_settings"]
-        assert (trainer.agent.policy.eta, trainer.agent.policy.min_std) == (
+        settings[name] = trainer.state.evals[-1]["eval_settings"]
+        assert (trainer.algo.policy.eta, trainer.algo.policy.min_std) == (
             policy["eta"],
             policy["min_std"],
         )
@@ -468,15 +465,15 @@ def test_timeout_is_terminal_changes_only_what_the_learners_see(tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     seen = {}
     for flag in (False, True):
-        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ppo_minibatch_size=8)
+        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", minibatch_size=8)
         cfg.task.max_episode_steps = 8  # 2 decisions: every member times out in the rollout
         cfg.task.timeout_is_terminal = flag
         trainer = Trainer(cfg, tmp_path / str(flag))
         trainer.collect()
         size = trainer.buffer.size
         seen[flag] = {k: v[:size].copy() for k, v in trainer.buffer.data.items()}
-        seen[flag]["ppo"] = torch.stack(trainer.ppo._rows["terminated"]).numpy()
-        seen[flag]["done"] = torch.stack(trainer.ppo._rows["done"]).numpy()
+        seen[flag]["ppo"] = torch.stack(trainer.algo._rows["terminated"]).numpy()
+        seen[flag]["done"] = torch.stack(trainer.algo._rows["done"]).numpy()
         trainer.close()
     off, on = seen[False], seen[True]
     for key in ("obs", "actions", "reward", "next_obs"):
@@ -497,19 +494,22 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
     from otpr.loop import Trainer
 
     monkeypatch.chdir(tmp_path)
-    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.5, ppo_minibatch_size=8)
+    cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=0.5, minibatch_size=8)
     cfg.algo.warmup_iterations = 0
     trainer = Trainer(cfg, tmp_path / "d")
-    agent = trainer.agent
+    agent = trainer.algo
     collected_by = []
-    act = trainer.ppo.act
-    monkeypatch.setattr(
-        trainer.ppo, "act", lambda policy, *a: collected_by.append(policy) or act(policy, *a)
-    )
+    for net in (agent.policy, agent.ema.model):
+        chain = net.sample_chain
+        monkeypatch.setattr(
+            net,
+            "sample_chain",
+            lambda *a, net=net, f=chain, **k: collected_by.append(net) or f(*a, **k),
+        )
     trainer.collect()
     assert collected_by and all(p is agent.policy for p in collected_by)
     before = agent.ema.num_updates
-    out = trainer.update()
+    out = trainer.algo.update(trainer.data, trainer.state.iteration)
     steps = agent.ema.num_updates - before
     assert steps >= 2 and out["ppo/samples"] > 0
     old = {k: v.clone() for k, v in agent.ema.model.state_dict().items()}
@@ -528,8 +528,8 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
     loaded = ckpt_io.load_policy(tmp_path / "d", weights="trained")
     for name, p in loaded.named_parameters():
         torch.testing.assert_close(p, dict(agent.policy.named_parameters())[name])
-    trainer.state["evals"] = [{"env_steps": trainer.state["env_steps"], "eval/success": 0.5}]
-    trainer.state["evals"][0]["eval_settings"] = trainer.eval_settings()
+    trainer.state.evals = [{"env_steps": trainer.state.env_steps, "eval/success": 0.5}]
+    trainer.state.evals[0]["eval_settings"] = trainer.eval_settings()
     trainer.save()
     trainer.close()
 
@@ -541,24 +541,24 @@ def test_dppo_average_is_evaluated_while_the_trained_weights_collect(tmp_path: P
             start = Trainer(cfg, tmp_path / f"s{decay}{weights}")
             start.restore(tmp_path / "d", weights_only=True)
             source = agent.ema.model if weights == "acting" else agent.policy
-            pairs = [(start.agent.acting_policy, source)]
+            pairs = [(start.algo.acting_policy, source)]
             # the network that trains: the trained one, unless it is all this run loads
             trains = agent.ema.model if (weights, decay) == ("acting", 0.0) else agent.policy
-            pairs.append((start.agent.policy, trains))
+            pairs.append((start.algo.policy, trains))
             for net, want in pairs:
                 for a, b in zip(net.parameters(), want.parameters(), strict=True):
                     assert torch.equal(a, b)
             # kept only for the weights it measured, under the same settings (ema_decay is one)
             kept = weights == "acting" and decay == 0.5
-            assert len(start.state["evals"]) == int(kept)
+            assert len(start.state.evals) == int(kept)
             start.close()
 
-    # weights alone (no training_state, as scripts.average_weights writes): no level to keep
+    # weights alone (no training_state, as otpr-average writes): no level to keep
     shutil.copytree(ckpt_io.resolve(tmp_path / "d"), tmp_path / "bare")
     shutil.rmtree(tmp_path / "bare" / "training_state")
     bare = Trainer(cfg, tmp_path / "b")
     bare.restore(tmp_path / "bare", weights_only=True)
-    assert bare.state["evals"] == [] and bare.state["phase"] == "pretrained"
+    assert bare.state.evals == [] and bare.state.phase == "pretrained"
     bare.close()
 
 
@@ -576,16 +576,16 @@ def test_dppo_average_does_not_change_the_trained_weights(tmp_path: Path, monkey
     run(pre, tmp_path / "bc", stages=("pretrain",))
     trained = {}
     for decay in (0.0, 0.5):
-        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=decay, ppo_minibatch_size=8)
+        cfg = _cfg(tmp_path, {"min_std": 0.1}, name="dppo", ema_decay=decay, minibatch_size=8)
         cfg.algo.iterations, cfg.algo.warmup_iterations, cfg.algo.eval_every = 2, 0, 1
         cfg.checkpoint = str(tmp_path / "bc")
         run(cfg, tmp_path / str(decay))
         trainer = Trainer(cfg, tmp_path / "x")
         trainer.restore(tmp_path / str(decay))
-        trained[decay] = {k: v.clone() for k, v in trainer.agent.policy.state_dict().items()}
+        trained[decay] = {k: v.clone() for k, v in trainer.algo.policy.state_dict().items()}
         if decay:
-            assert trainer.agent.acting_policy is trainer.agent.ema.model
-            averaged = trainer.agent.ema.model.state_dict()
+            assert trainer.algo.acting_policy is trainer.algo.ema.model
+            averaged = trainer.algo.ema.model.state_dict()
             assert any(not torch.equal(averaged[k], v) for k, v in trained[decay].items())
         trainer.close()
     bc = ckpt_io.load_policy(tmp_path / "bc").state_dict()

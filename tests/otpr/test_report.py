@@ -37,9 +37,20 @@ def test_a_reused_pretrained_level_is_the_first_point(tmp_path: Path) -> None:
     assert compare([tmp_path / "reused", tmp_path / "logged"], tmp_path / "c.png").exists()
 
 
-def test_dppo_runs_are_not_labelled_with_ot_guidance() -> None:
+def test_only_runs_with_ot_guidance_are_labelled_with_it() -> None:
+    """A summary names the variant its algorithm describes (``AlgoConfig.describe``): OTPR's
+    guidance and OT, nothing for DPPO."""
+    from otpr.config import from_dict
     from otpr.report import _title
 
-    dppo = {"task": "can", "algo": "dppo", "guidance": "H", "masked": True, "seed": 0}
+    for name, described in (("dppo", {}), ("bc", {})):
+        cfg = from_dict(
+            {"task": {"name": "can"}, "algo": {"name": name}, "policy": {"min_std": 0.1}}
+        )
+        assert cfg.algo.describe(cfg) == described
+    dppo = {"task": "can", "algo": "dppo", "seed": 0}
     assert _title(dppo) == "can / dppo, seed 0"
-    assert "guidance H, masked OT" in _title(dict(dppo, algo="otpr"))
+    otpr_cfg = from_dict({"task": {"name": "can"}, "ot": {"masked": False}})
+    described = otpr_cfg.algo.describe(otpr_cfg)
+    assert described == {"guidance": "H", "masked": False, "actor_targets": "replay"}
+    assert "guidance H, unmasked OT" in _title(dict(dppo, algo="otpr", **described))

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from envs.base import TaskSpec
+from otpr.algos import Step
+from otpr.algos.dppo import DPPO, clip_schedule, compute_policy_loss, gae, step_log_prob
 from otpr.config import ConfigError, from_dict
-from otpr.ppo import ChainPPO, clip_schedule, compute_policy_loss, gae, step_log_prob
-from policies.diffusion import DiffusionPolicy
-from policies.networks import ResidualMLPScoreNet
-from policies.sde import VPSDE
 
 warnings.filterwarnings("ignore")
 
@@ -104,28 +103,36 @@ def test_policy_loss_clips_only_in_the_direction_of_the_advantage() -> None:
 def _config(**algo):
     return from_dict(
         {
-            "task": {"name": "reach-v3", "horizon": 1, "act_steps": 1},
-            "algo": {"name": "dppo", **algo},
-            "policy": {"min_std": 0.1},
+            "task": {"name": "reach-v3", "horizon": 1, "act_steps": 1, "obs_history": 1},
+            "algo": {"name": "dppo", "actor_lr": 3e-3, **algo},
+            "policy": {"min_std": 0.1, "hidden": [32, 32, 32], "num_steps": 4, "eta": 1.0},
         }
     )
 
 
-def _bandit_policy(seed: int = 0) -> DiffusionPolicy:
+BANDIT = TaskSpec(name="bandit", suite="test", obs_dim=1, action_dim=1, max_episode_steps=1)
+
+
+def _bandit(seed: int = 0, **algo) -> DPPO:
+    """DPPO on a one-step task with 1-D observations and actions (identity normaliser)."""
     torch.manual_seed(seed)
-    net = ResidualMLPScoreNet(1, 1, 1, hidden=(32, 32, 32))
-    policy = DiffusionPolicy(1, 1, 1, 1, net, VPSDE(), num_steps=4, eta=1.0, min_std=0.1)
-    policy.normalizer.fit(torch.tensor([[[-1.0]], [[1.0]]]), torch.tensor([[[-1.0]], [[1.0]]]))
-    return policy
+    dppo = DPPO(_config(**algo), BANDIT)
+    dppo.policy.normalizer.fit(torch.tensor([[[-1.0]], [[1.0]]]), torch.tensor([[[-1.0]], [[1.0]]]))
+    return dppo
+
+
+def _observe(dppo: DPPO, obs: np.ndarray, reward: np.ndarray) -> None:
+    ones = np.ones(len(obs), np.float32)
+    dppo.observe(Step(obs, np.zeros((len(obs), 1, 1)), reward, ones, ones, ones, obs))
 
 
 def test_recorded_log_probs_are_those_the_update_recomputes() -> None:
     """At the first minibatch the ratio is exactly 1: collection and update agree."""
-    policy = _bandit_policy()
-    ppo = ChainPPO(_config(), lambda o: o.flatten(1), 1)
+    dppo = _bandit()
+    policy = dppo.policy
     obs = np.zeros((6, 1, 1), np.float32)
-    actions = ppo.act(policy, obs, torch.Generator().manual_seed(0))
-    xs, old = ppo._rows["xs"][0], ppo._rows["log_prob"][0]
+    actions, _ = dppo.act(obs, explore=True)
+    xs, old = dppo._rows["xs"][0], dppo._rows["log_prob"][0]
     assert actions.shape == (6, 1, 1)
     assert np.allclose(actions, xs[:, -1].clamp(-1, 1).numpy())  # identity normaliser
     for k in range(4):
@@ -134,49 +141,40 @@ def test_recorded_log_probs_are_those_the_update_recomputes() -> None:
         assert float(std) >= 0.1  # the floor
 
 
-def test_chain_ppo_learns_a_bandit() -> None:
+def test_dppo_learns_a_bandit() -> None:
     """Reward = the (clipped) action, one decision per episode: PPO must push the chunks up."""
-    policy = _bandit_policy()
-    cfg = _config(ppo_clip=0.2, ppo_clip_base=0.2, ppo_minibatch_size=256, ppo_epochs=4)
-    ppo = ChainPPO(cfg, lambda o: o.flatten(1), 1)
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    dppo = _bandit(clip=0.2, clip_base=0.2, minibatch_size=256, epochs=4)
     gen = torch.Generator().manual_seed(0)
     obs = np.zeros((128, 1, 1), np.float32)
-    ones = np.ones(128, np.float32)
 
     def mean_reward() -> float:
-        return float(policy.sample(torch.as_tensor(obs), generator=gen).mean())
+        return float(dppo.policy.sample(torch.as_tensor(obs), generator=gen).mean())
 
     before = mean_reward()
     for _ in range(8):
         for _ in range(2):
-            a = ppo.act(policy, obs, gen)[:, 0, 0]
-            ppo.record(a, ones, ones, ones, obs)
-        info = ppo.update(policy, opt, train_actor=True)
+            a, _ = dppo.act(obs, explore=True)
+            _observe(dppo, obs, a[:, 0, 0])
+        info = dppo.update_rollout(train_actor=True)
     after = mean_reward()
     assert after > before + 0.4, (before, after)
     assert info["ppo/samples"] == 256 * 4  # 2 decisions x 128 envs x 4 steps
-    assert not ppo._rows["obs"]  # the rollout is consumed
+    assert not dppo._rows["obs"]  # the rollout is consumed
 
 
 def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> None:
-    """algo.ppo_bc_coef: with reward 0 and V = 0 every advantage is 0 and the clipped surrogate
+    """algo.bc_coef: with reward 0 and V = 0 every advantage is 0 and the clipped surrogate
     has no gradient, so only the behaviour-cloning term can move the policy: towards the target
     chunk (0.8) when on; not at all when off, and then its batch function is never drawn from."""
     obs = np.zeros((64, 1, 1), np.float32)
     target = (torch.zeros(64, 1, 1), torch.full((64, 1, 1), 0.8))
     results = {}
     for coef in (0.0, 1.0):
-        policy = _bandit_policy()
+        dppo = _bandit(bc_coef=coef, minibatch_size=64, epochs=2, norm_advantages=False)
+        policy = dppo.policy
         start = {k: v.clone() for k, v in policy.state_dict().items()}
-        cfg = _config(
-            ppo_bc_coef=coef, ppo_minibatch_size=64, ppo_epochs=2, ppo_norm_advantages=False
-        )
-        ppo = ChainPPO(cfg, lambda o: o.flatten(1), 1)
-        for p in ppo.value.parameters():
+        for p in dppo.value.parameters():
             p.data.zero_()  # V = 0, and its loss against returns of 0 has no gradient
-        opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
-        gen = torch.Generator().manual_seed(0)
         draws: list[int] = []
 
         def bc_batch(draws=draws):
@@ -184,9 +182,9 @@ def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> Non
             return target
 
         for _ in range(6):
-            ppo.act(policy, obs, gen)
-            ppo.record(np.zeros(64, np.float32), np.ones(64), np.ones(64), np.ones(64), obs)
-            info = ppo.update(policy, opt, train_actor=True, bc_batch=bc_batch)
+            dppo.act(obs, explore=True)
+            _observe(dppo, obs, np.zeros(64, np.float32))
+            info = dppo.update_rollout(train_actor=True, bc_batch=bc_batch)
         with torch.no_grad():
             det = policy.sample(torch.as_tensor(obs), generator=torch.Generator().manual_seed(1))
         moved = any(not torch.equal(start[k], v) for k, v in policy.state_dict().items())
@@ -200,21 +198,23 @@ def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> Non
         mean_off,
         mean_on,
     )
-    ppo.act(policy, obs, gen)
-    ppo.record(np.zeros(64, np.float32), np.ones(64), np.ones(64), np.ones(64), obs)
+    dppo.act(obs, explore=True)
+    _observe(dppo, obs, np.zeros(64, np.float32))
     with pytest.raises(ValueError, match="bc_batch"):
-        ppo.update(policy, opt, train_actor=True)
+        dppo.update_rollout(train_actor=True)
 
 
-def test_dppo_config_needs_a_noise_floor() -> None:
+def test_dppo_config_is_its_own() -> None:
+    """algo=dppo accepts DPPO's keys only, validates them and the groups it needs."""
     with pytest.raises(ConfigError, match="policy.min_std"):
         from_dict({"task": {"name": "can"}, "algo": {"name": "dppo"}})
     assert _config(ema_decay=0.99).algo.ema_decay == 0.99  # an evaluated average is allowed
-    with pytest.raises(ConfigError, match="algo.eval_mode"):
-        _config(eval_mode="best")
-    with pytest.raises(ConfigError, match="algo.ppo_clip_base"):
-        _config(ppo_clip=0.01, ppo_clip_base=0.02)
-    with pytest.raises(ConfigError, match="algo.ppo_bc_coef"):
-        _config(ppo_bc_coef=-0.1)
-    with pytest.raises(ConfigError, match="algo.ppo_bc_coef.*algo=dppo"):
-        from_dict({"task": {"name": "can"}, "algo": {"name": "otpr", "ppo_bc_coef": 1.0}})
+    with pytest.raises(ConfigError, match="algo.clip_base"):
+        _config(clip=0.01, clip_base=0.02)
+    with pytest.raises(ConfigError, match="algo.bc_coef"):
+        _config(bc_coef=-0.1)
+    for foreign in ({"eval_mode": "best"}, {"guidance": "H"}, {"ppo_epochs": 3}):
+        with pytest.raises(Exception, match=list(foreign)[0]):
+            _config(**foreign)  # OTPR's keys (and the old prefixed names) are not DPPO's
+    with pytest.raises(Exception, match="bc_coef"):
+        from_dict({"task": {"name": "can"}, "algo": {"name": "otpr", "bc_coef": 1.0}})

@@ -1,16 +1,16 @@
 import torch
 
 from envs.metaworld import metaworld_spec
-from otpr.agent import OTPRAgent
+from otpr.algos.otpr import OTPR
 from otpr.config import from_dict
 
 
-def _agent(**algo) -> OTPRAgent:
+def _agent(**algo) -> OTPR:
     cfg = from_dict(
         {"task": {"name": "reach-v3", "obs_history": 1, "horizon": 4, "act_steps": 2}, "algo": algo}
     )
     cfg.policy.num_steps = 2
-    agent = OTPRAgent(cfg, metaworld_spec("reach-v3"))
+    agent = OTPR(cfg, metaworld_spec("reach-v3"))
     agent.policy.normalizer.fit(torch.randn(50, 39), torch.rand(50, 4) * 2 - 1)
     return agent
 

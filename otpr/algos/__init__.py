@@ -1,0 +1,38 @@
+"""Fine-tuning algorithms, one module each, registered by name (``algo=<name>``).
+
+=======  =================================================  ===========================
+name     method                                             module
+=======  =================================================  ===========================
+otpr     OTPR: IQL critic + OT potentials, H-weighted DSM   ``otpr/algos/otpr.py``
+dppo     DPPO (Ren et al. 2024): PPO through the denoising  ``otpr/algos/dppo.py``
+         chain
+bc       behaviour cloning only                             ``otpr/algos/bc.py``
+=======  =================================================  ===========================
+
+Add one with :func:`register_algo` (see ``otpr/algos/base.py``).
+"""
+
+from otpr.algos.base import (
+    Algorithm,
+    Step,
+    algo_class,
+    config_class,
+    finite_or_raise,
+    make_algorithm,
+    register_algo,
+    registered,
+)
+
+# the built-in algorithms register themselves on import
+from otpr.algos import bc, dppo, otpr  # noqa: E402, F401  isort: skip
+
+__all__ = [
+    "Algorithm",
+    "Step",
+    "algo_class",
+    "config_class",
+    "finite_or_raise",
+    "make_algorithm",
+    "register_algo",
+    "registered",
+]

@@ -1,0 +1,401 @@
+"""OTPR (optimal-transport-guided policy refinement): ``algo=otpr``.
+
+Composes the diffusion policy, an IQL critic (``critics.IQLCritic``) and the L2-regularised OT
+potentials (``potentials.NeuralPotentials``). One iteration's update (OTPR Algorithm 1, with the
+potentials warm-started instead of rebuilt)::
+
+    critic    critic_updates_per_iter IQL steps on replay                      (every iteration)
+    ot        ot.steps_per_iter dual steps on replay states x actions   (every iteration, H only)
+    actor     actor_updates_per_iter guidance-weighted DSM steps on replay (+ demo) pairs; pairs
+              whose state leaves the demos' span are skipped                   (after warm-up)
+
+Collection draws L = ``num_samples`` candidates per state in one batched call and resamples one
+by the guidance weight.
+
+Representations. The critic and the potentials see *normalised* quantities: the state is the
+stacked observation history ``[T_o, obs_dim]`` flattened, and the action is the *executed* part
+of the chunk (its first ``T_a`` steps) flattened, both min-max normalised with the statistics
+stored in the policy. The policy still predicts and is trained on the whole ``H``-step chunk.
+
+=========  ==========================================  ====================================
+guidance   candidate / sample weight                   meaning
+=========  ==========================================  ====================================
+H          H(s,a) = (u(s)+v(a)-c(s,a))_+ / (2 lam)      OTPR (cost c = -min target Q)
+Q          exp((Q(s,a) - max Q) / q_temperature)        value-greedy resampling
+A          |tau - 1(Q(s,a) - V(s) < 0)|                  IDQL's expectile advantage weights
+uniform    1                                            BC-style fine-tuning on own data
+=========  ==========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from critics.iql import IQLCritic
+from envs.base import TaskSpec
+from otpr.algos.base import Algorithm, register_algo
+from otpr.buffer import TrainingData
+from otpr.config import AlgoConfig, Config, _check, _one_of
+from otpr.sampler import CompatibilitySampler
+from policies.diffusion import DiffusionPolicy
+from potentials.neural import NeuralPotentials
+
+
+@dataclass
+class OTPRConfig(AlgoConfig):
+    """OTPR: IQL critic, OT potentials, guidance-weighted DSM (the ``ot`` group sets the OT)."""
+
+    name: str = "otpr"
+    """otpr."""
+    guidance: str = "H"
+    """What weighs candidates and DSM samples: H (OTPR) | Q | A (expectile advantage) | uniform."""
+    num_samples: int = 8
+    """L: candidate chunks per state during collection."""
+    sample_mode: str = "sample"
+    """Collection choice among candidates: sample | argmax | softmax."""
+    q_temperature: float = 1.0
+    """Temperature of exp(Q / temperature) weights (guidance Q)."""
+    eval_mode: str = "single"
+    """Evaluation: single (L = 1) | best (argmax of the guidance over eval_num_samples)."""
+    eval_num_samples: int = 8
+    """Candidates per state when eval_mode = best."""
+    critic_updates_per_iter: int = 200
+    """IQL gradient steps per iteration."""
+    critic_batch_size: int = 256
+    """IQL batch size."""
+    critic_lr: float = 3e-4
+    """IQL learning rate."""
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """Q and V MLP widths."""
+    expectile: float = 0.7
+    """IQL expectile tau."""
+    polyak: float = 0.005
+    """Target-Q Polyak rate."""
+    actor_updates_per_iter: int = 300
+    """Weighted-DSM gradient steps per iteration."""
+    actor_batch_size: int = 256
+    """Actor batch size (replay part + demo part)."""
+    actor_targets: str = "replay"
+    """What the actor fits. replay: replay (s, a) pairs weighted by the guidance. resampled
+    (OTPR sec. 4.4): L fresh candidates per replay state, weights normalised per state."""
+    actor_target_states: int = 2048
+    """Replay states per iteration for which resampled targets are drawn."""
+    actor_recent: int = 0
+    """Draw the actor's replay part from the N newest transitions (0: the whole replay)."""
+    demo_fraction: float = 0.25
+    """Fraction of each actor batch drawn from the demo pairs (``TrainingData.demo_batch``)."""
+    actor_obs_bound: float = 1.5
+    """The actor fits only pairs whose normalised observation lies within +-bound in every dim
+    (the demos span [-1, 1]); 0 fits all. The critic and potentials still see every state."""
+    weight_norm: str = "batch_mean"
+    """DSM weight normalisation: none | batch_mean."""
+    weight_clip: float = 10.0
+    """Cap on the batch-mean-normalised DSM weights (0: no cap)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.guidance, "algo.guidance", ("H", "Q", "A", "uniform"))
+        _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
+        _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
+        _one_of(self.weight_norm, "algo.weight_norm", ("none", "batch_mean"))
+        _one_of(self.actor_targets, "algo.actor_targets", ("resampled", "replay"))
+        for key in ("actor_target_states", "num_samples", "eval_num_samples"):
+            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
+        for key in ("critic_batch_size", "actor_batch_size"):
+            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
+        _check(self.q_temperature > 0, "algo.q_temperature", "must be > 0")
+        _check(0.5 <= self.expectile < 1.0, "algo.expectile", "must be in [0.5, 1)")
+        _check(0.0 < self.polyak <= 1.0, "algo.polyak", "must be in (0, 1]")
+        _check(0.0 <= self.demo_fraction < 1.0, "algo.demo_fraction", "must be in [0, 1)")
+        for key in ("critic_updates_per_iter", "actor_updates_per_iter", "actor_recent"):
+            _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0")
+        _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
+        _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
+        _check(self.critic_lr > 0, "algo.critic_lr", "must be > 0")
+
+    def shrink_for_debug(self) -> None:
+        self.critic_updates_per_iter = min(self.critic_updates_per_iter, 5)
+        self.actor_updates_per_iter = min(self.actor_updates_per_iter, 5)
+        self.critic_batch_size = min(self.critic_batch_size, 64)
+        self.actor_batch_size = min(self.actor_batch_size, 64)
+
+    def describe(self, cfg: Config) -> dict[str, Any]:
+        return {
+            "guidance": self.guidance,
+            "masked": cfg.ot.masked,
+            "actor_targets": self.actor_targets,
+        }
+
+
+def compute_actor_loss(
+    policy: DiffusionPolicy,
+    obs: Tensor,
+    actions: Tensor,
+    weights: Tensor,
+    weight_norm: str,
+    weight_clip: float | None,
+) -> tuple[Tensor, dict[str, float]]:
+    """OTPR eq. 10: the DSM loss of raw (obs, chunk) pairs weighted by the guidance."""
+    return policy.compute_dsm_loss(
+        obs, actions, weights=weights, weight_norm=weight_norm, weight_clip=weight_clip
+    )
+
+
+@register_algo("otpr", OTPRConfig)
+class OTPR(Algorithm):
+    """Policy + IQL critic + OT potentials, with the update steps of OTPR's Algorithm 1."""
+
+    def __init__(self, cfg: Config, spec: TaskSpec) -> None:
+        super().__init__(cfg, spec)
+        a, o = cfg.algo, cfg.ot
+        self.critic = IQLCritic(
+            self.state_dim,
+            self.exec_dim,
+            hidden=tuple(a.critic_hidden),
+            expectile=a.expectile,
+            gamma=cfg.task.gamma,
+            polyak=a.polyak,
+            lr=a.critic_lr,
+            device=cfg.device,
+        )
+        self.potentials = NeuralPotentials(
+            self.state_dim,
+            self.exec_dim,
+            hidden=tuple(o.hidden),
+            lam=o.lam,
+            lr=o.lr,
+            masked=o.masked,
+            alpha=o.alpha if o.masked else 0.0,
+            rho=o.rho,
+            distance=o.distance,
+            num_keypoints=o.num_keypoints,
+            cost_normalization=o.cost_normalization,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+
+    def prepare(self, demo_obs: np.ndarray, demo_act: np.ndarray) -> None:
+        """The expert keypoints of masked OT, in the normalised representation."""
+        obs = torch.as_tensor(demo_obs, device=self.device)
+        act = torch.as_tensor(demo_act, device=self.device)
+        self.potentials.set_keypoints(self.state(obs), self.executed(act))
+
+    def cost_fn(self, states: Tensor, actions: Tensor) -> Tensor:
+        """The OT cost c(s, a) = -min target Q(s, a) on normalised flat inputs (elementwise)."""
+        return -self.critic.target_q(states, actions)
+
+    # ------------------------------------------------------------------ guidance weights
+    @torch.no_grad()
+    def pair_weights(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Guidance weights for paired (obs [B, T_o, D], chunk [B, H, A]) -> [B], >= 0."""
+        return self._weights(self.state(obs), self.executed(actions)[:, None, :])[:, 0]
+
+    @torch.no_grad()
+    def candidate_weights(self, obs: Tensor, candidates: Tensor) -> Tensor:
+        """Guidance weights for candidates [B, L, H, A] of each state -> [B, L], >= 0."""
+        return self._weights(self.state(obs), self.executed(candidates))
+
+    def _weights(self, states: Tensor, acts: Tensor) -> Tensor:
+        guidance = self.cfg.algo.guidance
+        batch, num = acts.shape[:2]
+        if guidance == "uniform":
+            return torch.ones(batch, num, device=acts.device)
+        if guidance == "H":
+            return self.potentials.compatibility(states, acts, self.cost_fn)
+        flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
+        q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
+        if guidance == "Q":
+            # Over candidates (num > 1) the max is per state; for paired samples, per batch.
+            ref = q.max(dim=1, keepdim=True).values if num > 1 else q.max()
+            return torch.exp((q - ref) / self.cfg.algo.q_temperature)
+        adv = q - self.critic.value(states)[:, None]
+        tau = self.cfg.algo.expectile
+        return torch.where(adv < 0, 1.0 - tau, tau)
+
+    # ------------------------------------------------------------------ acting
+    def sample_fn(self, generator: torch.Generator) -> Callable[[Tensor, int], Tensor]:
+        """``(obs, n) -> n candidate chunks per state``, drawing noise from ``generator``."""
+
+        def sample(obs: Tensor, n: int) -> Tensor:
+            return self.acting_policy.sample(obs, num_samples=n, generator=generator)
+
+        return sample
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Collection (``explore``) draws ``algo.num_samples`` candidates and resamples by the
+        guidance weights; evaluation uses L = 1 or the best of ``eval_num_samples``."""
+        a = self.cfg.algo
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if explore:
+            sampler = CompatibilitySampler(
+                self.sample_fn(self.generator),
+                self.candidate_weights,
+                num_samples=a.num_samples,
+                mode=a.sample_mode,
+                temperature=a.q_temperature,
+                generator=self.generator,
+            )
+            actions, info = sampler(obs_t)
+            return actions.cpu().numpy(), {
+                "sampler/uniform_fallback": info.get("sampler/uniform_fallback", 0.0)
+            }
+        sample_fn = self.sample_fn(self.generator if generator is None else generator)
+        num = a.eval_num_samples if a.eval_mode == "best" else 1
+        sampler = CompatibilitySampler(sample_fn, self.candidate_weights, num, mode="argmax")
+        actions, _ = sampler(obs_t)
+        return actions.cpu().numpy(), {}
+
+    def eval_settings(self) -> dict[str, Any]:
+        a = self.cfg.algo
+        return {
+            "eval_mode": a.eval_mode,
+            "eval_num_samples": a.eval_num_samples if a.eval_mode == "best" else 1,
+        }
+
+    # ------------------------------------------------------------------ updates
+    def update_critic(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One IQL step on a replay batch of raw chunk transitions."""
+        return self.critic.update(
+            {
+                "obs": self.state(batch["obs"]),
+                "act": self.executed(batch["actions"]),
+                "reward": batch["reward"],
+                "next_obs": self.state(batch["next_obs"]),
+                "terminated": batch["terminated"],
+                "discount": batch["discount"],
+            }
+        )
+
+    def update_potentials(self, obs: Tensor, actions: Tensor) -> dict[str, float]:
+        """One dual step on independent state and action batches (a sample of mu x nu)."""
+        return self.potentials.update(self.state(obs), self.executed(actions), self.cost_fn)
+
+    @torch.no_grad()
+    def resampled_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """OTPR sec. 4.4: L fresh candidates per state, weighted by the guidance per state.
+
+        Returns flat (obs [n L, T_o, D], chunks [n L, H, A], weights [n L]) where each state's
+        weights are normalised to mean 1 over its L candidates (a state whose weights are all
+        zero gets uniform ones), so that every state contributes equally and the weighted DSM
+        fits pi'(a|s) ~ pi(a|s) w(s, a).
+        """
+        num = self.cfg.algo.num_samples
+        cand = self.acting_policy.sample(obs, num_samples=num, generator=self.generator)
+        w = self.candidate_weights(obs, cand)
+        total = w.sum(dim=1, keepdim=True)
+        w = torch.where(total > 0, w * num / total.clamp_min(1e-30), torch.ones_like(w))
+        flat_obs = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
+        return flat_obs, cand.reshape(-1, *cand.shape[2:]), w.reshape(-1)
+
+    @torch.no_grad()
+    def in_support(self, obs: Tensor) -> Tensor:
+        """1 where every normalised observation dim of a state [B, T_o, D] lies within
+        ``algo.actor_obs_bound`` (the pretraining data span [-1, 1]), else 0; all ones if 0.
+
+        Beyond the data's span the pretrained score network is not self-consistent (on Can its
+        DSM loss on its own samples at such states is ~200x the in-span loss, docs/results.md),
+        so those few pairs would dominate every actor step and unlearn the in-span behaviour.
+        """
+        bound = self.cfg.algo.actor_obs_bound
+        if bound <= 0:
+            return torch.ones(obs.shape[0], device=obs.device)
+        inside = self.policy.normalizer.normalize_obs(obs).abs() <= bound
+        return inside.flatten(1).all(dim=1).float()
+
+    def update_actor(
+        self, obs: Tensor, actions: Tensor, weights: Tensor | None = None
+    ) -> dict[str, float]:
+        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs.
+
+        ``weights=None`` weighs the pairs by the guidance (the ``replay`` variant). Pairs whose
+        state leaves the pretraining data's span (``in_support``) get weight 0.
+        """
+        if weights is None:
+            weights = self.pair_weights(obs, actions)
+        a = self.cfg.algo
+        in_support = self.in_support(obs)
+        weights = weights * in_support
+        loss, info = compute_actor_loss(
+            self.policy, obs, actions, weights, a.weight_norm, a.weight_clip or None
+        )
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        self.after_policy_step()
+        out = {k: v for k, v in info.items() if isinstance(v, (int, float))}
+        out["actor/dsm"] = loss.item()
+        out["actor/in_support_frac"] = float(in_support.mean())
+        out["actor/guidance_weight_mean"] = float(weights.mean())
+        out["actor/guidance_nonzero_frac"] = float((weights > 0).float().mean())
+        return out
+
+    def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
+        """Critic and potentials, then (after the warm-up) the actor."""
+        a, o = self.cfg.algo, self.cfg.ot
+        metrics: dict[str, float] = {}
+        timing: dict[str, float] = defaultdict(float)
+        tic = time.perf_counter()
+        for _ in range(a.critic_updates_per_iter):
+            metrics.update(self.update_critic(data.batch(a.critic_batch_size)))
+        timing["perf/time_critic_s"] = time.perf_counter() - tic
+        if a.guidance == "H":
+            # The potentials track the critic from the first iteration, so that H is fitted
+            # (not 50 steps old) when the actor starts using it after the warm-up.
+            tic = time.perf_counter()
+            for _ in range(o.steps_per_iter):
+                s = data.batch(o.batch_size)["obs"]
+                act = data.batch(o.batch_size)["actions"]
+                metrics.update(self.update_potentials(s, act))
+            timing["perf/time_potentials_s"] = time.perf_counter() - tic
+        if iteration < a.warmup_iterations:
+            return {**metrics, **timing}
+        tic = time.perf_counter()
+        n_demo = int(round(a.demo_fraction * a.actor_batch_size))
+        n_own = a.actor_batch_size - n_demo
+        if a.actor_targets == "resampled":
+            states = data.batch(a.actor_target_states, recent=a.actor_recent)["obs"]
+            t_obs, t_act, t_w = self.resampled_targets(states)
+            timing["perf/time_actor_targets_s"] = time.perf_counter() - tic
+        for _ in range(a.actor_updates_per_iter):
+            if a.actor_targets == "resampled":
+                idx = torch.as_tensor(data.rng.integers(0, len(t_obs), n_own))
+                obs, act, w = t_obs[idx], t_act[idx], t_w[idx]
+            else:
+                batch = data.batch(n_own, recent=a.actor_recent)
+                obs, act, w = batch["obs"], batch["actions"], None
+            if n_demo:
+                d_obs, d_act = data.demo_batch(n_demo)
+                d_obs, d_act = d_obs.to(obs.device), d_act.to(act.device)
+                obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
+                if w is not None:
+                    w = torch.cat([w, self.pair_weights(d_obs, d_act)])
+            # replay targets: weights of the whole (replay + demo) batch in one call
+            metrics.update(self.update_actor(obs, act, w))
+        timing["perf/time_actor_s"] = time.perf_counter() - tic
+        return {**metrics, **timing}
+
+    # ------------------------------------------------------------------ checkpoints
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {**super().modules(), "critic": self.critic, "potentials": self.potentials}
+
+    def optimizers(self) -> dict[str, Any]:
+        return {
+            **super().optimizers(),
+            "critic_q": self.critic.q_optimizer,
+            "critic_v": self.critic.v_optimizer,
+            "potentials": self.potentials.optimizer,
+        }
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {**super().generators(), "potentials": self.potentials.generator}
