@@ -40,9 +40,9 @@ def make_config(task: str, overrides: list[str]):
 
 
 def dual_value(trainer: Trainer, states: torch.Tensor, actions: torch.Tensor) -> float:
-    pot = trainer.agent.potentials
+    pot = trainer.algo.potentials
     with torch.no_grad():
-        cost = pot.pairwise_cost(states, actions, trainer.agent.cost_fn)
+        cost = pot.pairwise_cost(states, actions, trainer.algo.cost_fn)
         loss, _ = pot.compute_dual_loss(states, actions, cost, None)
     return -float(loss)
 
@@ -54,9 +54,9 @@ def steps_to_reach(trainer: Trainer, target: float, eval_s, eval_a, max_steps: i
     while steps < max_steps:
         tic = time.perf_counter()
         for _ in range(check):
-            s = trainer._batch(ob)["obs"]
-            a = trainer._batch(ob)["actions"]
-            trainer.agent.update_potentials(s, a)
+            s = trainer.data.batch(ob)["obs"]
+            a = trainer.data.batch(ob)["actions"]
+            trainer.algo.update_potentials(s, a)
         elapsed += time.perf_counter() - tic
         steps += check
         if dual_value(trainer, eval_s, eval_a) >= target:
@@ -92,19 +92,22 @@ def main() -> None:
     _ = trainer.train_env
     # one untimed iteration to warm everything up (critic, potentials, caches)
     trainer.collect()
-    trainer.update()
-    trainer.state["iteration"] += 1
+    trainer.algo.update(trainer.data, trainer.state.iteration)
+    trainer.state.iteration += 1
 
     totals: dict[str, float] = {}
-    steps0 = trainer.state["env_steps"]
+    steps0 = trainer.state.env_steps
     tic = time.perf_counter()
     for _ in range(args.iterations):
-        for key, value in {**trainer.collect(), **trainer.update()}.items():
+        for key, value in {
+            **trainer.collect(),
+            **trainer.algo.update(trainer.data, trainer.state.iteration),
+        }.items():
             if key.startswith("perf/time_"):
                 totals[key] = totals.get(key, 0.0) + value
-        trainer.state["iteration"] += 1
+        trainer.state.iteration += 1
     wall = time.perf_counter() - tic
-    env_steps = trainer.state["env_steps"] - steps0
+    env_steps = trainer.state.env_steps - steps0
 
     # the floor: the same vector env, the same number of env steps, random actions
     venv = trainer.train_env
@@ -152,18 +155,18 @@ def main() -> None:
 
     # warm-started vs rebuilt potentials, to the same dual value on a fixed batch
     ob = cfg.ot.batch_size
-    eval_s = trainer.agent.state(trainer._batch(4 * ob)["obs"])
-    eval_a = trainer.agent.executed(trainer._batch(4 * ob)["actions"])
+    eval_s = trainer.algo.state(trainer.data.batch(4 * ob)["obs"])
+    eval_a = trainer.algo.executed(trainer.data.batch(4 * ob)["actions"])
     for _ in range(cfg.algo.critic_updates_per_iter):  # the critic moves on, as in a new iteration
-        trainer.agent.update_critic(trainer._batch(cfg.algo.critic_batch_size))
-    state = {k: v.clone() for k, v in trainer.agent.potentials.state_dict().items()}
-    opt_state = trainer.agent.potentials.optimizer.state_dict()
+        trainer.algo.update_critic(trainer.data.batch(cfg.algo.critic_batch_size))
+    state = {k: v.clone() for k, v in trainer.algo.potentials.state_dict().items()}
+    opt_state = trainer.algo.potentials.optimizer.state_dict()
     k = cfg.ot.steps_per_iter
     warm_steps, warm_time, _ = steps_to_reach(trainer, -np.inf, eval_s, eval_a, k, k)
     target = dual_value(trainer, eval_s, eval_a)
-    trainer.agent.potentials.load_state_dict(state)
-    trainer.agent.potentials.optimizer.load_state_dict(opt_state)
-    trainer.agent.potentials.reset_parameters()
+    trainer.algo.potentials.load_state_dict(state)
+    trainer.algo.potentials.optimizer.load_state_dict(opt_state)
+    trainer.algo.potentials.reset_parameters()
     cold_steps, cold_time, reached = steps_to_reach(
         trainer, target, eval_s, eval_a, args.max_rebuild_steps, max(k // 5, 1)
     )

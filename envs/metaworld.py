@@ -114,6 +114,7 @@ class MetaWorldEnv(gym.Env):
         self.terminate_on_success = terminate_on_success
         self.one_hot = one_hot
         self._t = 0
+        self.last_shaped_reward = 0.0
         self._goal_rng = np.random.default_rng(seed)
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, (self.spec_.obs_dim,), dtype=np.float32
@@ -153,6 +154,7 @@ class MetaWorldEnv(gym.Env):
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         raw, reward, _, _, info = self.sim_env.step(action)
         self._t += 1
+        self.last_shaped_reward = float(reward)  # Meta-World's dense reward, whatever the mode
         success = bool(info["success"] > 0.5)
         if self.reward_mode == "sparse":
             reward = float(success)
@@ -160,6 +162,41 @@ class MetaWorldEnv(gym.Env):
         truncated = self._t >= self.max_episode_steps and not terminated
         out = {"success": success, "task_name": self._active}
         return self._obs(raw), float(reward), terminated, truncated, out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a :meth:`restore` needs to continue this episode from here exactly (the
+        simulator's integration state, mocap targets included, and the episode's counters):
+        for probing several actions from one state."""
+        import mujoco
+
+        env = self.sim_env
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(env.model, kind))
+        mujoco.mj_getState(env.model, env.data, physics, kind)
+        return {
+            "task": self._active,
+            "physics": physics,
+            "prev_obs": np.copy(env._prev_obs),
+            "last_stable_obs": np.copy(env._last_stable_obs),
+            "path_length": env.curr_path_length,
+            "t": self._t,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` of the current episode."""
+        import mujoco
+
+        if snap["task"] != self._active:
+            raise ValueError(f"snapshot of task {snap['task']!r}, env is on {self._active!r}")
+        env = self.sim_env
+        mujoco.mj_setState(
+            env.model, env.data, snap["physics"], mujoco.mjtState.mjSTATE_INTEGRATION
+        )
+        mujoco.mj_forward(env.model, env.data)
+        env._prev_obs = np.copy(snap["prev_obs"])
+        env._last_stable_obs = np.copy(snap["last_stable_obs"])
+        env.curr_path_length = snap["path_length"]
+        self._t = snap["t"]
 
     def render(self) -> np.ndarray:
         frame = self.sim_env.render()

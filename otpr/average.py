@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from otpr.checkpoint import policy_weights, resolve
+from otpr.config import WEIGHTS
 
 PROG = "otpr-average"
-WEIGHTS = ("acting", "trained")
 EXAMPLE = f"""\
 example:
   {PROG} --out runs/can/soup runs/can/otpr/seed0 runs/can/otpr/seed1 runs/can/otpr/seed2

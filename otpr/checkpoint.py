@@ -210,7 +210,7 @@ def load_modules(ckpt: str | Path, modules: dict[str, torch.nn.Module]) -> None:
 
 def read_loop_state(ckpt: str | Path, missing_ok: bool = False) -> dict[str, Any]:
     """The loop counters and evaluation history of a checkpoint (no weights, no replay);
-    ``missing_ok``: ``{}`` for weights put together by hand or by ``scripts.average_weights``,
+    ``missing_ok``: ``{}`` for weights put together by hand or by ``otpr-average``,
     which have none."""
     path = resolve(ckpt) / "training_state" / "loop.json"
     if missing_ok and not path.exists():

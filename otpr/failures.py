@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 import envs
 from otpr.checkpoint import load_policy, read_config, resolve
+from otpr.config import WEIGHTS
 
 PROG = "otpr-failures"
-WEIGHTS = ("acting", "trained")
 LIFTED = 0.04  # m above its start: the can left the table (Lift's own success height)
 HELD = 0.05  # m can-to-gripper at the end: still in the hand
 CLASSES = (

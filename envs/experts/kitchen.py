@@ -29,8 +29,7 @@ the fingers get +1 (open) or -1 (close).
 
 ``jitter`` (metres): each subtask draws one Gaussian offset (std ``jitter``, clipped to 2 std)
 added to all its EE waypoints, so a jittered expert systematically grasps off-centre within an
-episode rather than shaking. Its success rate per subtask is measured by
-``scripts/measure_kitchen_expert.py``.
+episode rather than shaking (its success rate per subtask: docs/results.md, benchmarks).
 """
 
 from __future__ import annotations
