@@ -36,9 +36,9 @@ def weight_spread(weights: torch.Tensor) -> dict[str, float]:
     """How a batch of candidate weights ``[S, L]`` (S states x L candidates, >= 0) is spread.
 
     ``all_zero_frac``: states whose candidates all weigh 0 (resampling falls back to uniform);
-    ``within_share``: the share of the weights' variance (each weight divided by the batch mean)
-    that lies between candidates of one state rather than between states; only this part can
-    choose among a state's candidates. 0 when the weights are constant.
+    ``within_share``: the share of the weights' variance that lies between candidates of one
+    state rather than between states (scale-free); only this part can choose among a state's
+    candidates. 0 when the weights are constant.
     """
     w = weights.detach().double()
     zero = float((w.sum(dim=1) <= 0).double().mean())

@@ -44,6 +44,7 @@ from envs.base import TaskSpec
 from otpr.algos.base import Algorithm, register_algo
 from otpr.buffer import TrainingData
 from otpr.config import AlgoConfig, Config, _check, _one_of
+from otpr.diagnose import actor_weight_stats, weight_spread
 from otpr.sampler import CompatibilitySampler
 from policies.diffusion import DiffusionPolicy
 from potentials.neural import NeuralPotentials
@@ -181,6 +182,7 @@ class OTPR(Algorithm):
             seed=cfg.seed,
             device=cfg.device,
         )
+        self._spread: list[dict[str, float]] = []  # weight_spread of each collection decision
 
     def prepare(self, demo_obs: np.ndarray, demo_act: np.ndarray) -> None:
         """The expert keypoints of masked OT, in the normalised representation."""
@@ -240,7 +242,7 @@ class OTPR(Algorithm):
         if explore:
             sampler = CompatibilitySampler(
                 self.sample_fn(self.generator),
-                self.candidate_weights,
+                self._collection_weights,
                 num_samples=a.num_samples,
                 mode=a.sample_mode,
                 temperature=a.q_temperature,
@@ -255,6 +257,12 @@ class OTPR(Algorithm):
         sampler = CompatibilitySampler(sample_fn, self.candidate_weights, num, mode="argmax")
         actions, _ = sampler(obs_t)
         return actions.cpu().numpy(), {}
+
+    def _collection_weights(self, obs: Tensor, candidates: Tensor) -> Tensor:
+        """The guidance of collection, its spread recorded for the iteration's metrics."""
+        weights = self.candidate_weights(obs, candidates)
+        self._spread.append(weight_spread(weights))
+        return weights
 
     def eval_settings(self) -> dict[str, Any]:
         a = self.cfg.algo
@@ -314,9 +322,10 @@ class OTPR(Algorithm):
         return inside.flatten(1).all(dim=1).float()
 
     def update_actor(
-        self, obs: Tensor, actions: Tensor, weights: Tensor | None = None
+        self, obs: Tensor, actions: Tensor, weights: Tensor | None = None, num_demo: int = 0
     ) -> dict[str, float]:
-        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs.
+        """One guidance-weighted DSM step (OTPR eq. 10) on raw (obs, chunk) pairs, the last
+        ``num_demo`` of them demo pairs.
 
         ``weights=None`` weighs the pairs by the guidance (the ``replay`` variant). Pairs whose
         state leaves the pretraining data's span (``in_support``) get weight 0.
@@ -338,12 +347,21 @@ class OTPR(Algorithm):
         out["actor/in_support_frac"] = float(in_support.mean())
         out["actor/guidance_weight_mean"] = float(weights.mean())
         out["actor/guidance_nonzero_frac"] = float((weights > 0).float().mean())
+        stats = actor_weight_stats(weights, num_demo)
+        out["actor/ess_frac"], out["actor/demo_weight_share"] = (
+            stats["ess_frac"],
+            stats["demo_weight_share"],
+        )
         return out
 
     def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
         """Critic and potentials, then (after the warm-up) the actor."""
         a, o = self.cfg.algo, self.cfg.ot
         metrics: dict[str, float] = {}
+        if self._spread:  # how the collection's guidance spread over the iteration's decisions
+            for key in self._spread[0]:
+                metrics[f"guidance/{key}"] = float(np.mean([x[key] for x in self._spread]))
+            self._spread = []
         timing: dict[str, float] = defaultdict(float)
         tic = time.perf_counter()
         for _ in range(a.critic_updates_per_iter):
@@ -381,7 +399,7 @@ class OTPR(Algorithm):
                 if w is not None:
                     w = torch.cat([w, self.pair_weights(d_obs, d_act)])
             # replay targets: weights of the whole (replay + demo) batch in one call
-            metrics.update(self.update_actor(obs, act, w))
+            metrics.update(self.update_actor(obs, act, w, num_demo=n_demo))
         timing["perf/time_actor_s"] = time.perf_counter() - tic
         return {**metrics, **timing}
 
