@@ -137,6 +137,7 @@ EVAL_SETTINGS = (
     "algo.eval_deterministic",
     "algo.guidance",
     "algo.q_temperature",
+    "algo.q_temperature_units",
     "policy.sampler",
     "policy.num_steps",
     "policy.eta",

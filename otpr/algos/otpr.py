@@ -62,8 +62,13 @@ class OTPRConfig(AlgoConfig):
     """L: candidate chunks per state during collection."""
     sample_mode: str = "sample"
     """Collection choice among candidates: sample | argmax | softmax."""
-    q_temperature: float = 1.0
-    """Temperature of exp(Q / temperature) weights (guidance Q)."""
+    q_temperature: float = 0.25
+    """Temperature of the exp(Q / temperature) weights of guidance Q, in the units of
+    ``q_temperature_units``."""
+    q_temperature_units: str = "within_state"
+    """within_state: the temperature is multiplied by the std of Q over each state's candidates
+    (over the batch for paired samples), so it means the same whatever Q's scale; absolute: Q's
+    own units."""
     eval_mode: str = "single"
     """Evaluation: single (L = 1) | best (argmax of the guidance over eval_num_samples)."""
     eval_num_samples: int = 8
@@ -113,6 +118,7 @@ class OTPRConfig(AlgoConfig):
         for key in ("critic_batch_size", "actor_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         _check(self.q_temperature > 0, "algo.q_temperature", "must be > 0")
+        _one_of(self.q_temperature_units, "algo.q_temperature_units", ("within_state", "absolute"))
         _check(0.5 <= self.expectile < 1.0, "algo.expectile", "must be in [0.5, 1)")
         _check(0.0 < self.polyak <= 1.0, "algo.polyak", "must be in (0, 1]")
         _check(0.0 <= self.demo_fraction < 1.0, "algo.demo_fraction", "must be in [0, 1)")
@@ -148,6 +154,23 @@ def compute_actor_loss(
     return policy.compute_dsm_loss(
         obs, actions, weights=weights, weight_norm=weight_norm, weight_clip=weight_clip
     )
+
+
+def exp_q_weights(q: Tensor, temperature: float, units: str) -> Tensor:
+    """Guidance Q's weights exp((Q - max Q) / T) for Q values ``[B, L]``: over each state's
+    candidates when L > 1, over the batch for paired samples (L = 1). With ``units`` =
+    within_state, T = temperature x the std of Q over the same set (so a state whose
+    candidates differ by 0.01 in Q is ranked as sharply as one whose differ by 1)."""
+    per_state = q.shape[1] > 1
+    ref = q.max(dim=1, keepdim=True).values if per_state else q.max()
+    scale = torch.as_tensor(temperature, dtype=q.dtype, device=q.device)
+    if units == "within_state":
+        if per_state:
+            spread = q.std(dim=1, keepdim=True)
+        else:
+            spread = q.std() if q.numel() > 1 else torch.ones((), dtype=q.dtype)
+        scale = scale * spread.clamp_min(1e-8)
+    return torch.exp((q - ref) / scale)
 
 
 @register_algo("otpr", OTPRConfig)
@@ -215,9 +238,7 @@ class OTPR(Algorithm):
         flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
         q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
         if guidance == "Q":
-            # Over candidates (num > 1) the max is per state; for paired samples, per batch.
-            ref = q.max(dim=1, keepdim=True).values if num > 1 else q.max()
-            return torch.exp((q - ref) / self.cfg.algo.q_temperature)
+            return exp_q_weights(q, self.cfg.algo.q_temperature, self.cfg.algo.q_temperature_units)
         adv = q - self.critic.value(states)[:, None]
         tau = self.cfg.algo.expectile
         return torch.where(adv < 0, 1.0 - tau, tau)

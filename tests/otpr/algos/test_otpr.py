@@ -56,3 +56,19 @@ def test_actor_ignores_pairs_outside_the_data_span() -> None:
     # bound 0 keeps every pair
     agent.cfg.algo.actor_obs_bound = 0.0
     assert agent.in_support(outside).tolist() == [1.0] * 4
+
+
+def test_q_guidance_temperature_in_units_of_the_within_state_spread() -> None:
+    """exp((Q - max Q) / (T std)) per state: the same weights whatever Q's scale, so a state
+    whose candidates differ by 0.01 is ranked as sharply as one whose differ by 1."""
+    from otpr.algos.otpr import exp_q_weights
+
+    q = torch.tensor([[0.00, 0.01, 0.02], [0.0, 1.0, 2.0]])
+    w = exp_q_weights(q, 0.5, "within_state")
+    torch.testing.assert_close(w[0], w[1])
+    torch.testing.assert_close(w[0], torch.exp(torch.tensor([-4.0, -2.0, 0.0])))  # std 0.01 x 0.5
+    absolute = exp_q_weights(q, 0.5, "absolute")
+    assert absolute[0].min() > 0.95 and absolute[1].min() < 0.02  # the old, scale-bound weights
+    paired = exp_q_weights(torch.tensor([[1.0], [3.0]]), 1.0, "within_state")
+    torch.testing.assert_close(paired[:, 0], torch.exp(torch.tensor([-2.0, 0.0]) / 2**0.5))
+    assert exp_q_weights(torch.tensor([[5.0]]), 1.0, "within_state").item() == 1.0
