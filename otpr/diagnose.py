@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-GUIDANCES = ("H", "Q", "A", "uniform")
+GUIDANCES = ("H", "Hc", "Q", "A", "uniform")
 
 
 def weight_spread(weights: torch.Tensor) -> dict[str, float]:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Does the guidance rank actions? From the states an OTPR checkpoint's policy "
             "reaches (Meta-World), every candidate chunk is executed from the same simulator "
-            "snapshot and scored by the task's shaped reward; prints, per guidance (H, Q, A, "
+            "snapshot and scored by the task's shaped reward; prints, per guidance (H, Hc, Q, A, "
             "uniform), the within-state rank correlation of weight and score, the score z of "
             "the top-weighted and of the resampled candidate, the best z there was, the share "
             "of states whose weights are all 0 and the within-state share of the weights' "

@@ -57,7 +57,8 @@ class OTPRConfig(AlgoConfig):
     name: str = "otpr"
     """otpr."""
     guidance: str = "H"
-    """What weighs candidates and DSM samples: H (OTPR) | Q | A (expectile advantage) | uniform."""
+    """What weighs candidates and DSM samples: H (OTPR's compatibility) | Hc (the conditional
+    plan over each state's candidates) | Q | A (expectile advantage) | uniform."""
     num_samples: int = 8
     """L: candidate chunks per state during collection."""
     sample_mode: str = "sample"
@@ -65,6 +66,9 @@ class OTPRConfig(AlgoConfig):
     q_temperature: float = 0.25
     """Temperature of the exp(Q / temperature) weights of guidance Q, in the units of
     ``q_temperature_units``."""
+    hc_lam: float = 0.5
+    """Guidance Hc: the L2 regulariser lambda in units of the within-state std of Q (small:
+    only the best candidates keep weight; large: nearly uniform)."""
     q_temperature_units: str = "within_state"
     """within_state: the temperature is multiplied by the std of Q over each state's candidates
     (over the batch for paired samples), so it means the same whatever Q's scale; absolute: Q's
@@ -108,7 +112,8 @@ class OTPRConfig(AlgoConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _one_of(self.guidance, "algo.guidance", ("H", "Q", "A", "uniform"))
+        _one_of(self.guidance, "algo.guidance", ("H", "Hc", "Q", "A", "uniform"))
+        _check(self.hc_lam > 0, "algo.hc_lam", "must be > 0")
         _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
         _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
         _one_of(self.weight_norm, "algo.weight_norm", ("none", "batch_mean"))
@@ -154,6 +159,33 @@ def compute_actor_loss(
     return policy.compute_dsm_loss(
         obs, actions, weights=weights, weight_norm=weight_norm, weight_clip=weight_clip
     )
+
+
+def conditional_plan(q: Tensor, lam: float) -> Tensor:
+    """Guidance Hc: OTPR's L2-regularised plan between a state and its L candidates, with the
+    action marginal relaxed, as weights with mean 1 per state ``[B, L]``.
+
+    With only the state's marginal kept, the dual has a closed form per state:
+    ``pi(a_l | s) = (u(s) - c(s, a_l))_+ / (2 lam)`` with u(s) the threshold that makes the
+    plan sum to 1, i.e. the Euclidean projection of ``-c / (2 lam)`` onto the simplex
+    (sparsemax). The cost is standardised over the state's candidates,
+    ``c = -(Q - mean Q) / std Q``, so lam is in units of the within-state spread: the
+    candidates that Q ranks low get weight exactly 0, and lam sets how many keep some. Paired
+    samples (L = 1) are standardised over the batch. Why not H: with the action marginal kept
+    (H), every candidate must be transported somewhere, so v(a) raises the actions no state
+    wants and the within-state order stops following Q (docs/results.md)."""
+    per_state = q.shape[1] > 1
+    if not per_state:  # paired samples: one "state" made of the batch
+        return conditional_plan(q.T, lam).T
+    spread = q.std(dim=1, keepdim=True).clamp_min(1e-8)
+    z = (q - q.mean(dim=1, keepdim=True)) / spread / (2.0 * lam)
+    srt, _ = torch.sort(z, dim=1, descending=True)
+    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
+    cum = srt.cumsum(dim=1)
+    support = (1.0 + k * srt) > cum  # the sorted candidates that keep weight
+    size = support.sum(dim=1, keepdim=True)
+    tau = (cum.gather(1, size - 1) - 1.0) / size.to(z.dtype)
+    return (z - tau).clamp_min(0.0) * z.shape[1]
 
 
 def exp_q_weights(q: Tensor, temperature: float, units: str) -> Tensor:
@@ -237,6 +269,8 @@ class OTPR(Algorithm):
             return self.potentials.compatibility(states, acts, self.cost_fn)
         flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
         q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
+        if guidance == "Hc":
+            return conditional_plan(q, self.cfg.algo.hc_lam)
         if guidance == "Q":
             return exp_q_weights(q, self.cfg.algo.q_temperature, self.cfg.algo.q_temperature_units)
         adv = q - self.critic.value(states)[:, None]
