@@ -74,7 +74,7 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     printed = capsys.readouterr().out
     assert "spearman" in printed and "uniform" in printed
     result = json.loads(out_json.read_text())
-    assert result["decisions"] >= 5 and set(result["rank"]) == {"H", "Q", "A", "uniform"}
+    assert result["decisions"] >= 5 and set(result["rank"]) == {"H", "Hc", "Q", "A", "uniform"}
     uniform = result["rank"]["uniform"]
     assert uniform["spearman"] == 0.0 and abs(uniform["sampled_z"]) < 1e-9
     for stats in result["rank"].values():

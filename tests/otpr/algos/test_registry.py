@@ -132,10 +132,10 @@ def test_a_registered_toy_algorithm_runs_through_the_unchanged_loop(
         assert stored == ["policy", "scale"]  # exactly the algorithm's modules
         assert json.loads((last / "meta.json").read_text())["algo"] == "toy"
         # resume restores the toy's own network and optimizer
-        bias = float(algo.scale.bias)
+        bias = float(algo.scale.bias.detach())
         resumed = otpr.loop.Trainer(cfg, tmp_path / "toy")
         resumed.restore(tmp_path / "toy")
-        assert float(resumed.algo.scale.bias) == pytest.approx(bias)
+        assert float(resumed.algo.scale.bias.detach()) == pytest.approx(bias)
         assert resumed.state.iteration == cfg.algo.iterations
         resumed.close()
     finally:
