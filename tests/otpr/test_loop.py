@@ -35,13 +35,17 @@ def _cfg(tmp_path: Path, policy: dict | None = None, **algo):
     return apply_debug(cfg)
 
 
-def test_otpr_debug_cli_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["otpr", "otpr_paper"])
+def test_otpr_debug_cli_end_to_end(tmp_path: Path, algo: str) -> None:
+    """The default (guidance Hc on the policy's candidates) and the paper's OTPR (H of the
+    trained potentials) run end to end from the command line."""
     run_dir = tmp_path / "run"
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "otpr.cli",
+            f"algo={algo}",
             "debug=true",
             "progress=false",
             f"hydra.run.dir={run_dir}",
@@ -61,15 +65,11 @@ def test_otpr_debug_cli_end_to_end(tmp_path: Path) -> None:
     assert summary["env_steps"] > 0 and summary["iterations"] == 3
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*records)
-    for key in (
-        "critic/q_loss",
-        "ot/dual",
-        "ot/h_mean",
-        "actor/dsm",
-        "eval/success",
-        "perf/env_steps_per_s",
-    ):
-        assert key in keys, key
+    paper = ("ot/dual", "ot/h_mean")  # only H trains the potentials
+    for key in ("critic/q_loss", "actor/dsm", "eval/success", "perf/env_steps_per_s") + paper:
+        assert (key in keys) == (algo == "otpr_paper" or key not in paper), key
+    assert summary["guidance"] == ("H" if algo == "otpr_paper" else "Hc")
+    assert ("perf/time_actor_targets_s" in keys) == (algo == "otpr")  # resampled targets
     for rec in records:
         for k, v in rec.items():
             if isinstance(v, float):
