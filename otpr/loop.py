@@ -84,6 +84,9 @@ class Trainer:
         self.spec = task_spec_of(cfg)
         self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
         self.algo = make_algorithm(cfg, self.spec)
+        success = [bool(ep.success) for ep in self.demos]
+        # how many demos the run learns from and how many succeed (summaries, meta.json)
+        self.demo_facts = {"num_demos": len(success), "demo_success": float(np.mean(success))}
         self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
         self.algo.policy.normalizer.fit(self.demo_obs, self.demo_act)
         self.algo.prepare(self.demo_obs, self.demo_act)
@@ -174,7 +177,7 @@ class Trainer:
             "phase": self.state.phase,
             "iteration": self.state.iteration,
             "env_steps": self.state.env_steps,
-            **self.demo_facts(),
+            **self.demo_facts,
         }
         name = f"step_{self.state.env_steps:012d}_it{self.state.iteration:05d}"
         modules = self.algo.modules()
@@ -434,12 +437,7 @@ class Trainer:
         self.state.phase = "done"
 
     def summary(self) -> dict[str, Any]:
-        return summary_of(self.cfg, self.state, self.demo_facts(), self.wall_time())
-
-    def demo_facts(self) -> dict[str, Any]:
-        """How many demos the run learns from and how many of them succeed."""
-        success = [bool(ep.success) for ep in self.demos]
-        return {"num_demos": len(success), "demo_success": float(np.mean(success))}
+        return summary_of(self.cfg, self.state, self.demo_facts, self.wall_time())
 
 
 def summary_of(

@@ -7,7 +7,8 @@ For each state, draw ``L`` candidate action chunks in one batched call, weigh th
 
 ``sample_fn(obs, n) -> [B, n, *action_shape]`` and ``weight_fn(obs, actions) -> [B, n]``
 (non-negative). Ready-made weight functions are below: the compatibility ``H`` of fitted OT
-potentials, ``exp(Q / temperature)``, IDQL's expectile advantage weights and uniform.
+potentials, ``exp(Q / temperature)``, IDQL's expectile advantage weights and uniform; the pure
+per-row forms :func:`exp_q` and :func:`conditional_plan` (guidance Hc) act on Q values.
 """
 
 from __future__ import annotations
@@ -114,14 +115,53 @@ def uniform_weights() -> WeightFn:
     return lambda obs, actions: torch.ones(actions.shape[:2], device=actions.device)
 
 
+def exp_q(q: torch.Tensor, temperature: float = 1.0, units: str = "absolute") -> torch.Tensor:
+    """``exp((Q - max_l Q) / T)`` along each row (a state's L candidates) of ``q`` [B, L]; the
+    row-max shift changes no choice. ``units="within_state"``: T = temperature x the row's std
+    of Q, so a state whose candidates differ by 0.01 in Q is ranked as sharply as one whose
+    differ by 1 (a row of one candidate weighs 1)."""
+    if units not in ("absolute", "within_state"):
+        raise ValueError(f"units must be 'absolute' or 'within_state', got {units!r}")
+    scale = torch.as_tensor(temperature, dtype=q.dtype, device=q.device)
+    if units == "within_state" and q.shape[1] > 1:
+        scale = scale * q.std(dim=1, keepdim=True).clamp_min(1e-8)
+    return torch.exp((q - q.max(dim=1, keepdim=True).values) / scale)
+
+
+def conditional_plan(q: torch.Tensor, lam: float) -> torch.Tensor:
+    """OTPR's L2-regularised plan between a state and its L candidates with the action
+    marginal relaxed (guidance Hc), for Q values ``q`` [B, L]: weights with mean 1 per row.
+
+    With only the state's marginal kept, the dual has a closed form per state:
+    ``pi(a_l | s) = (u(s) - c(s, a_l))_+ / (2 lam)`` with u(s) the threshold that makes the
+    plan sum to 1, i.e. the Euclidean projection of ``-c / (2 lam)`` onto the simplex
+    (sparsemax). The cost is standardised over the row, ``c = -(Q - mean Q) / std Q``, so lam
+    is in units of the within-state spread: the candidates that Q ranks low get weight exactly
+    0, and lam sets how many keep some (a row of one candidate weighs 1). Why not H: with the
+    action marginal kept, every candidate must be transported somewhere, so v(a) raises the
+    actions no state wants and the within-state order stops following Q (docs/results.md)."""
+    if q.shape[1] == 1:
+        return torch.ones_like(q)
+    spread = q.std(dim=1, keepdim=True).clamp_min(1e-8)
+    z = (q - q.mean(dim=1, keepdim=True)) / spread / (2.0 * lam)
+    srt, _ = torch.sort(z, dim=1, descending=True)
+    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
+    cum = srt.cumsum(dim=1)
+    support = (1.0 + k * srt) > cum  # the sorted candidates that keep weight
+    size = support.sum(dim=1, keepdim=True)
+    tau = (cum.gather(1, size - 1) - 1.0) / size.to(z.dtype)
+    return (z - tau).clamp_min(0.0) * z.shape[1]
+
+
 def exp_q_weights(
-    q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], temperature: float = 1.0
+    q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    temperature: float = 1.0,
+    units: str = "absolute",
 ) -> WeightFn:
-    """``exp((Q - max_l Q) / temperature)`` per state (the row-max shift changes no choice)."""
+    """A weight function: :func:`exp_q` of ``q_fn`` over each state's candidates."""
 
     def weight(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        q = _paired(q_fn, obs, actions)
-        return torch.exp((q - q.max(dim=1, keepdim=True).values) / temperature)
+        return exp_q(_paired(q_fn, obs, actions), temperature, units)
 
     return weight
 

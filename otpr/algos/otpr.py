@@ -45,7 +45,7 @@ from otpr.algos.base import Algorithm, register_algo
 from otpr.buffer import TrainingData
 from otpr.config import AlgoConfig, Config, _check, _one_of
 from otpr.diagnose import actor_weight_stats, weight_spread
-from otpr.sampler import CompatibilitySampler
+from otpr.sampler import CompatibilitySampler, conditional_plan, exp_q
 from policies.diffusion import DiffusionPolicy
 from potentials.neural import NeuralPotentials
 
@@ -161,50 +161,6 @@ def compute_actor_loss(
     )
 
 
-def conditional_plan(q: Tensor, lam: float) -> Tensor:
-    """Guidance Hc: OTPR's L2-regularised plan between a state and its L candidates, with the
-    action marginal relaxed, as weights with mean 1 per state ``[B, L]``.
-
-    With only the state's marginal kept, the dual has a closed form per state:
-    ``pi(a_l | s) = (u(s) - c(s, a_l))_+ / (2 lam)`` with u(s) the threshold that makes the
-    plan sum to 1, i.e. the Euclidean projection of ``-c / (2 lam)`` onto the simplex
-    (sparsemax). The cost is standardised over the state's candidates,
-    ``c = -(Q - mean Q) / std Q``, so lam is in units of the within-state spread: the
-    candidates that Q ranks low get weight exactly 0, and lam sets how many keep some. Paired
-    samples (L = 1) are standardised over the batch. Why not H: with the action marginal kept
-    (H), every candidate must be transported somewhere, so v(a) raises the actions no state
-    wants and the within-state order stops following Q (docs/results.md)."""
-    per_state = q.shape[1] > 1
-    if not per_state:  # paired samples: one "state" made of the batch
-        return conditional_plan(q.T, lam).T
-    spread = q.std(dim=1, keepdim=True).clamp_min(1e-8)
-    z = (q - q.mean(dim=1, keepdim=True)) / spread / (2.0 * lam)
-    srt, _ = torch.sort(z, dim=1, descending=True)
-    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
-    cum = srt.cumsum(dim=1)
-    support = (1.0 + k * srt) > cum  # the sorted candidates that keep weight
-    size = support.sum(dim=1, keepdim=True)
-    tau = (cum.gather(1, size - 1) - 1.0) / size.to(z.dtype)
-    return (z - tau).clamp_min(0.0) * z.shape[1]
-
-
-def exp_q_weights(q: Tensor, temperature: float, units: str) -> Tensor:
-    """Guidance Q's weights exp((Q - max Q) / T) for Q values ``[B, L]``: over each state's
-    candidates when L > 1, over the batch for paired samples (L = 1). With ``units`` =
-    within_state, T = temperature x the std of Q over the same set (so a state whose
-    candidates differ by 0.01 in Q is ranked as sharply as one whose differ by 1)."""
-    per_state = q.shape[1] > 1
-    ref = q.max(dim=1, keepdim=True).values if per_state else q.max()
-    scale = torch.as_tensor(temperature, dtype=q.dtype, device=q.device)
-    if units == "within_state":
-        if per_state:
-            spread = q.std(dim=1, keepdim=True)
-        else:
-            spread = q.std() if q.numel() > 1 else torch.ones((), dtype=q.dtype)
-        scale = scale * spread.clamp_min(1e-8)
-    return torch.exp((q - ref) / scale)
-
-
 @register_algo("otpr", OTPRConfig)
 class OTPR(Algorithm):
     """Policy + IQL critic + OT potentials, with the update steps of OTPR's Algorithm 1."""
@@ -269,10 +225,15 @@ class OTPR(Algorithm):
             return self.potentials.compatibility(states, acts, self.cost_fn)
         flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
         q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
-        if guidance == "Hc":
-            return conditional_plan(q, self.cfg.algo.hc_lam)
-        if guidance == "Q":
-            return exp_q_weights(q, self.cfg.algo.q_temperature, self.cfg.algo.q_temperature_units)
+        if guidance in ("Hc", "Q"):
+            # over each state's candidates; paired samples (L = 1) over the batch, as one row
+            rows = q if num > 1 else q.T
+            a = self.cfg.algo
+            if guidance == "Hc":
+                w = conditional_plan(rows, a.hc_lam)
+            else:
+                w = exp_q(rows, a.q_temperature, a.q_temperature_units)
+            return w if num > 1 else w.T
         adv = q - self.critic.value(states)[:, None]
         tau = self.cfg.algo.expectile
         return torch.where(adv < 0, 1.0 - tau, tau)

@@ -5,6 +5,8 @@ from scipy.stats import chisquare
 
 from otpr.sampler import (
     CompatibilitySampler,
+    conditional_plan,
+    exp_q,
     exp_q_weights,
     expectile_advantage_weights,
     select,
@@ -93,3 +95,42 @@ def test_q_and_advantage_weights() -> None:
     )
     w = expectile_advantage_weights(q_fn, v_fn, expectile=0.8)(obs, acts)
     torch.testing.assert_close(w, torch.tensor([[0.2, 0.8], [0.2, 0.8]]))
+
+
+def test_q_guidance_temperature_in_units_of_the_within_state_spread() -> None:
+    """exp((Q - max Q) / (T std)) per state: the same weights whatever Q's scale, so a state
+    whose candidates differ by 0.01 is ranked as sharply as one whose differ by 1."""
+    q = torch.tensor([[0.00, 0.01, 0.02], [0.0, 1.0, 2.0]])
+    w = exp_q(q, 0.5, "within_state")
+    torch.testing.assert_close(w[0], w[1])
+    torch.testing.assert_close(w[0], torch.exp(torch.tensor([-4.0, -2.0, 0.0])))  # std 0.01 x 0.5
+    absolute = exp_q(q, 0.5, "absolute")
+    assert absolute[0].min() > 0.95 and absolute[1].min() < 0.02  # the old, scale-bound weights
+    paired = exp_q(torch.tensor([[1.0, 3.0]]), 1.0, "within_state")  # OTPR's paired rows
+    torch.testing.assert_close(paired[0], torch.exp(torch.tensor([-2.0, 0.0]) / 2**0.5))
+    assert exp_q(torch.tensor([[5.0]]), 1.0, "within_state").item() == 1.0
+
+
+def test_conditional_plan_is_the_l2_plan_with_the_action_marginal_relaxed() -> None:
+    """Guidance Hc: per state, p = H / L is the Euclidean projection of z = -c / (2 lam) onto
+    the simplex (KKT: where p > 0, z - p is one constant tau; where p = 0, z <= tau), with the
+    cost standardised over the state's candidates, so the weights do not depend on Q's scale."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(64, 8, generator=gen) * torch.rand(64, 1, generator=gen) * 10
+    for lam in (0.05, 0.5, 5.0):
+        w = conditional_plan(q, lam)
+        torch.testing.assert_close(w.mean(dim=1), torch.ones(64))
+        p = w / 8
+        z = (q - q.mean(1, keepdim=True)) / q.std(1, keepdim=True) / (2 * lam)
+        for zi, pi in zip(z, p):
+            tau = (zi - pi)[pi > 0]
+            assert tau.max() - tau.min() < 1e-5 and (zi[pi == 0] <= tau.mean() + 1e-5).all()
+        order = torch.argsort(q, dim=1)
+        ranked = torch.gather(w, 1, order)  # never decreasing along increasing Q
+        assert (ranked.diff(dim=1) >= -1e-6).all()
+        shifted = conditional_plan(q.double() * 1e-3 + 7, lam).float()
+        torch.testing.assert_close(shifted, w, atol=1e-4, rtol=1e-4)  # scale-free
+    assert (conditional_plan(q, 0.05) == 0).float().mean() > 0.6  # small lam: the best only
+    assert (conditional_plan(q, 50.0) > 0).all()  # large lam: every candidate keeps some
+    torch.testing.assert_close(conditional_plan(torch.ones(2, 4), 0.5), torch.ones(2, 4))
+    assert conditional_plan(torch.tensor([[2.0]]), 0.5).item() == 1.0  # one candidate
