@@ -102,6 +102,10 @@ class OTPRConfig(AlgoConfig):
     """Draw the actor's replay part from the N newest transitions (0: the whole replay)."""
     demo_fraction: float = 0.25
     """Fraction of each actor batch drawn from the demo pairs (``TrainingData.demo_batch``)."""
+    demo_weights: str = "guidance"
+    """How the actor weighs its demo pairs. guidance: like replay pairs (the paper: the demos
+    join the guidance-weighted DSM); uniform: weight 1 each, an unweighted behaviour-cloning
+    anchor whose share of the batch's weight is ``demo_fraction``."""
     actor_obs_bound: float = 1.5
     """The actor fits only pairs whose normalised observation lies within +-bound in every dim
     (the demos span [-1, 1]); 0 fits all. The critic and potentials still see every state."""
@@ -118,6 +122,7 @@ class OTPRConfig(AlgoConfig):
         _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
         _one_of(self.weight_norm, "algo.weight_norm", ("none", "batch_mean"))
         _one_of(self.actor_targets, "algo.actor_targets", ("resampled", "replay"))
+        _one_of(self.demo_weights, "algo.demo_weights", ("guidance", "uniform"))
         for key in ("actor_target_states", "num_samples", "eval_num_samples"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         for key in ("critic_batch_size", "actor_batch_size"):
@@ -411,10 +416,13 @@ class OTPR(Algorithm):
             if n_demo:
                 d_obs, d_act = data.demo_batch(n_demo)
                 d_obs, d_act = d_obs.to(obs.device), d_act.to(act.device)
-                obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
-                if w is not None:
+                if a.demo_weights == "uniform":
+                    w = self.pair_weights(obs, act) if w is None else w
+                    w = torch.cat([w, torch.ones(n_demo, device=w.device)])
+                elif w is not None:
                     w = torch.cat([w, self.pair_weights(d_obs, d_act)])
-            # replay targets: weights of the whole (replay + demo) batch in one call
+                obs, act = torch.cat([obs, d_obs]), torch.cat([act, d_act])
+            # guided replay pairs: weights of the whole (replay + demo) batch in one call
             metrics.update(self.update_actor(obs, act, w, num_demo=n_demo))
         timing["perf/time_actor_s"] = time.perf_counter() - tic
         return {**metrics, **timing}

@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 
 from envs.metaworld import metaworld_spec
@@ -56,3 +58,52 @@ def test_actor_ignores_pairs_outside_the_data_span() -> None:
     # bound 0 keeps every pair
     agent.cfg.algo.actor_obs_bound = 0.0
     assert agent.in_support(outside).tolist() == [1.0] * 4
+
+
+class _Data:
+    """The part of ``TrainingData`` that OTPR's update reads: random replay and demo pairs."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+
+    def batch(self, size: int, recent: int = 0) -> dict[str, torch.Tensor]:
+        return {"obs": torch.randn(size, 1, 39) * 0.1, "actions": torch.rand(size, 4, 4) - 0.5}
+
+    def demo_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(size, 1, 39) * 0.1, torch.rand(size, 4, 4) - 0.5
+
+
+@pytest.mark.parametrize("targets", ["resampled", "replay"])
+def test_demo_pairs_weigh_one_each_when_uniform(targets: str) -> None:
+    seen = {}
+    for demo_weights in ("uniform", "guidance"):
+        agent = _agent(
+            guidance="Hc",
+            actor_targets=targets,
+            demo_weights=demo_weights,
+            demo_fraction=0.5,
+            actor_batch_size=32,
+            actor_updates_per_iter=1,
+            actor_target_states=8,
+            critic_updates_per_iter=0,
+            warmup_iterations=0,
+        )
+        calls = []
+
+        def record(obs, act, w=None, num_demo=0, agent=agent, calls=calls):
+            # replay targets under the guidance leave the weights to update_actor
+            w = agent.pair_weights(obs, act) if w is None else w
+            calls.append((w, num_demo))
+            return {}
+
+        agent.update_actor = record
+        agent.update(_Data(), iteration=0)
+        ((weights, num_demo),) = calls
+        assert num_demo == 16 and weights.shape == (32,)
+        seen[demo_weights] = weights
+    demo = seen["uniform"][16:]
+    torch.testing.assert_close(demo, torch.ones(16))
+    own = seen["uniform"][:16]
+    assert (own == 0).any() and own.max() > 1  # the own pairs are still ranked by Hc
+    # under the guidance, the demos form one Hc row: most of them weigh 0
+    assert (seen["guidance"][16:] == 0).sum() > 8
