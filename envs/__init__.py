@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.base import ScriptedExpert, TaskSpec
-from envs.wrappers import ChunkedEnv, RetryFailedStarts
+from envs.wrappers import ChunkedEnv, ResumableEpisodes, RetryFailedStarts
 
 ROBOMIMIC = ("lift", "can", "square")
 KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
@@ -72,9 +72,17 @@ def make_single(
 
 
 def _member(
-    task: str, seed: int, obs_history: int, act_steps: int, retries: int, kwargs: dict
+    task: str,
+    seed: int,
+    obs_history: int,
+    act_steps: int,
+    retries: int,
+    resumable: bool,
+    kwargs: dict,
 ) -> gym.Env:
-    env = ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+    env: gym.Env = ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+    if resumable:
+        env = ResumableEpisodes(env)
     return RetryFailedStarts(env, retries) if retries else env
 
 
@@ -88,12 +96,18 @@ def make(
     max_episode_steps: int | None = None,
     vectorization: str = "sync",
     retry_failed_starts: int = 0,
+    resumable: bool = False,
     **task_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env of ``num_envs`` chunked members; member ``i`` is seeded ``seed + i``.
 
     ``retry_failed_starts=k > 0`` restarts each member's failed episodes from the same initial
     state up to k times (``wrappers.RetryFailedStarts``; ``info["attempt"]`` counts restarts).
+
+    ``resumable=True`` starts every episode from a seeded reset (autoresets draw the seed from
+    each member's own generator) and records the chunks it executes, so that the members'
+    state can be saved as data (:func:`episode_states`) and re-created exactly in a new vector
+    env (:func:`restore_episodes`); ``wrappers.ResumableEpisodes``.
 
     Autoreset is SAME_STEP: when a member's episode ends, the returned observation is already
     the next episode's first one, and ``info["final_obs"]`` / ``info["final_info"]`` (masked by
@@ -108,13 +122,32 @@ def make(
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels)
     fns = [
-        partial(_member, task, seed + i, obs_history, act_steps, retry_failed_starts, kwargs)
+        partial(
+            _member, task, seed + i, obs_history, act_steps, retry_failed_starts, resumable, kwargs
+        )
         for i in range(num_envs)
     ]
     cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     venv = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     venv.reset(seed=seed)  # member i gets seed + i
     return venv
+
+
+def episode_states(venv: gym.vector.VectorEnv) -> list[dict[str, Any]]:
+    """Each member's episode so far, as JSON-able data (a ``make(..., resumable=True)`` env)."""
+    return list(venv.call("episode_state"))
+
+
+def restore_episodes(
+    venv: gym.vector.VectorEnv, states: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Re-create :func:`episode_states` in ``venv`` (built like the one they came from, with
+    ``resumable=True``); returns per member ``{"obs", "ended_at"}``
+    (``ResumableEpisodes.restore_episode``) for the caller to check against what it stored."""
+    if len(states) != venv.num_envs:
+        raise ValueError(f"{len(states)} member states for a vector env of {venv.num_envs}")
+    venv.set_attr("pending_episode", list(states))
+    return list(venv.call("restore_episode"))
 
 
 def task_spec(task: str, **task_kwargs: Any) -> TaskSpec:
@@ -162,9 +195,11 @@ __all__ = [
     "ScriptedExpert",
     "TaskSpec",
     "env_factory",
+    "episode_states",
     "make",
     "make_expert",
     "make_single",
+    "restore_episodes",
     "suite_of",
     "task_spec",
 ]

@@ -10,11 +10,16 @@ policy's prediction horizon, chosen by the policy, not here)::
 
 At the first step of an episode the history is padded by repeating the first observation.
 One wrapper step runs up to T_a env steps and stops early when the episode ends.
+
+A training member is ``ChunkedEnv -> ResumableEpisodes [-> RetryFailedStarts]``: every episode
+starts from a seeded reset and its executed chunks are recorded, so the member's state is data
+(``episode_state``) that a fresh member re-creates by replay (``restore_episode``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -91,6 +96,78 @@ class ChunkedEnv(gym.Wrapper):
         return self._stacked(), float(rewards.sum()), terminated, truncated, info
 
 
+class ResumableEpisodes(gym.Wrapper):
+    """Makes every episode a function of a seed and records what it executed, so that the
+    member's state is plain data that a freshly built member re-creates exactly.
+
+    ``reset(seed=s)`` starts from ``s`` and re-seeds the wrapper's own generator; ``reset()``
+    without a seed (the vector env's autoreset) becomes ``reset(seed=s)`` with ``s`` drawn from
+    that generator. Each suite's seeded reset fixes the episode's start (envs/base.py: object
+    placement, goal, noise stream), and MuJoCo steps deterministically on one machine, so the
+    seed and the chunks executed since are the episode so far::
+
+        episode_state()  -> {"seed": s, "rng": <this wrapper's generator>, "actions": [chunk, ...]}
+        restore_episode(state)   reset(seed=s), step every chunk, restore the generator;
+                                 returns {"obs": the observation now, "ended_at": None, or
+                                 the chunk at which the replay ended an episode the recording
+                                 had not ended}, for the caller to compare and report
+
+    Wrap a ``ChunkedEnv`` (a recorded action is one chunk). For a vector env, set each member's
+    state with ``set_attr("pending_episode", states)`` and call ``restore_episode`` with no
+    argument (``envs.restore_episodes``). Resets with ``options`` cannot be recorded.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._rng = np.random.default_rng(0)
+        self._seed: int | None = None
+        self._actions: list[np.ndarray] = []
+        self._with_options = False
+        self.pending_episode: dict[str, Any] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None:
+            seed = int(self._rng.integers(2**31 - 1))
+        else:
+            self._rng = np.random.default_rng(seed)
+        self._seed, self._actions = int(seed), []
+        self._with_options = options is not None
+        return self.env.reset(seed=self._seed, options=options)
+
+    def step(self, action: np.ndarray):
+        out = self.env.step(action)
+        self._actions.append(np.array(action, dtype=np.float32))
+        return out
+
+    def episode_state(self) -> dict[str, Any]:
+        """The episode so far as JSON-able data (float32 chunks as lists: exact)."""
+        if self._seed is None:
+            raise RuntimeError("ResumableEpisodes: no episode yet (call reset first)")
+        if self._with_options:
+            raise RuntimeError("ResumableEpisodes: an episode reset with options can't be saved")
+        return {
+            "seed": self._seed,
+            "rng": self._rng.bit_generator.state,
+            "actions": [a.tolist() for a in self._actions],
+        }
+
+    def restore_episode(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Re-create an :meth:`episode_state` (default: ``pending_episode``)."""
+        if state is None:
+            state, self.pending_episode = self.pending_episode, None
+        if state is None:
+            raise RuntimeError("ResumableEpisodes.restore_episode: no state given or pending")
+        obs, _ = self.reset(seed=int(state["seed"]))
+        ended_at = None
+        for k, chunk in enumerate(state["actions"]):
+            obs, _, terminated, truncated, _ = self.step(np.asarray(chunk, dtype=np.float32))
+            if terminated or truncated:
+                ended_at = k + 1
+                break
+        self._rng.bit_generator.state = state["rng"]
+        return {"obs": obs, "ended_at": ended_at}
+
+
 class RetryFailedStarts(gym.Wrapper):
     """Restarts an episode that ended without success from the same initial state, up to
     ``retries`` times in a row, then moves on to a fresh one (a reset curriculum that spends
@@ -131,3 +208,24 @@ class RetryFailedStarts(gym.Wrapper):
         if terminated or truncated:
             self._failed = not info.get("success", False)
         return obs, reward, terminated, truncated, dict(info, attempt=self._attempt)
+
+    # Resuming (wrapping a ResumableEpisodes): this wrapper's counters beside the episode.
+    def episode_state(self) -> dict[str, Any]:
+        retry = {
+            "rng": self._rng.bit_generator.state,
+            "start_seed": self._start_seed,
+            "attempt": self._attempt,
+            "failed": self._failed,
+        }
+        return {**self.env.get_wrapper_attr("episode_state")(), "retry": retry}
+
+    def restore_episode(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        if state is None:
+            state = self.env.get_wrapper_attr("pending_episode")
+            self.env.set_wrapper_attr("pending_episode", None)
+        out = self.env.get_wrapper_attr("restore_episode")(state)
+        retry = state["retry"]
+        self._rng.bit_generator.state = retry["rng"]
+        self._start_seed, self._attempt = int(retry["start_seed"]), int(retry["attempt"])
+        self._failed = bool(retry["failed"])
+        return out

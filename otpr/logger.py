@@ -44,15 +44,21 @@ class MetricsLogger:
             self._wandb.log(clean, step=step)
 
     def truncate_after(self, env_steps: int) -> None:
-        """On resume: drop records written after the checkpoint being resumed from."""
+        """On resume: drop records written after the checkpoint being resumed from (and a
+        last line a killed process left half written); ``-1`` empties the file."""
         if not self.path.exists():
             return
-        keep = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("env_steps", 0) <= env_steps
-        ]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # cut short by a kill mid-write
+            if isinstance(record, dict) and record.get("env_steps", 0) <= env_steps:
+                keep.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -10,10 +10,38 @@ The loop knows no algorithm by name: it builds the registered one of ``algo.name
     eval      every eval_every iterations, on a fixed evaluation seed range (otpr/evaluation.py)
     save      every checkpoint_every iterations (otpr/checkpoint.py)
 
-Resume: a run directory that holds ``checkpoints/last`` continues from it (networks,
-optimizers, RNG states, replay, counters, metrics truncated to the checkpoint). Episodes that
-were in progress when the run stopped are restarted from a fresh reset. ``run`` holds the run
-directory's lock (``checkpoint.RunLock``) while it trains, so a second process is refused.
+Resume: a run directory that holds ``checkpoints/last`` continues from it, and a run killed at
+any moment and resumed gives the uninterrupted run's metrics and weights exactly (on one machine
+and library build, CPU, fixed seed; wall-time fields and ``perf/`` aside). The checkpoint holds
+the networks, optimizers, every RNG (python, numpy, torch, the algorithm's generators, the
+loop's replay-sampling generator), the replay, the counters, and the training envs' episodes in
+progress; the metrics file is cut back to the checkpoint. A kill before the first checkpoint
+restarts the run with an empty metrics file.
+
+The episodes in progress are saved as *replays*, not as simulator snapshots: the training envs
+are ``envs.make(..., resumable=True)``, so every episode starts from ``reset(seed=s)`` (an
+autoreset draws ``s`` from the member's own generator) and each member records the chunks it
+executed since. The checkpoint stores, per member, ``s``, its generators and those chunks (and
+the loop's own per-episode bookkeeping: the current observations, returns and replay rows of
+the episodes); a resume builds fresh envs, resets each member with its ``s`` and re-executes the
+chunks, then checks that the re-created observation equals the stored one (a
+``CheckpointError`` naming the member otherwise, never silently other data). Why replay: one
+mechanism for every suite (Meta-World, robosuite, Franka Kitchen, CALVIN), since each suite's
+seeded reset fixes the episode's start and MuJoCo steps deterministically on one machine, where
+a snapshot needs each suite's hidden state (Meta-World's per-task attributes, robosuite's
+controller state, Kitchen's noise generator) and silently misses what it forgets. Its limits:
+it re-executes at most one episode per member (a few seconds at most); it holds only where the
+simulator is deterministic (same machine and build: a mismatch is reported, not hidden); and
+it changes which goals the training episodes draw compared to autoresets that continue the
+env's own generator (same distribution). The evaluation env needs nothing: every evaluation
+resets it from ``task.eval_seed``. Building and replaying envs leaves the global RNGs as they
+were, so the first collection after a resume draws what the uninterrupted run drew.
+
+``run`` holds the run directory's lock (``checkpoint.RunLock``) while it trains, so a second
+process is refused. A newest checkpoint that cannot be read (a file missing, truncated or not
+parsing) is set aside with a warning and the run resumes from the previous one
+(``checkpoint.resume_candidates``). A non-finite training metric or weight stops the run with
+a ``FloatingPointError`` naming it and the iteration, before anything non-finite is saved.
 """
 
 from __future__ import annotations
@@ -21,6 +49,8 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +61,7 @@ from tqdm import tqdm
 
 import envs
 from otpr import checkpoint as ckpt_io
-from otpr import evaluation
+from otpr import evaluation, faults
 from otpr.algos import Step, finite_or_raise, make_algorithm
 from otpr.buffer import ReplayBuffer, TrainingData
 from otpr.config import Config, to_dict
@@ -45,6 +75,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def rng_neutral() -> Iterator[None]:
+    """The global python, numpy and torch RNGs leave the block as they entered it (env
+    construction and replay: when they happen must not change what training draws)."""
+    state = ckpt_io.rng_state()
+    try:
+        yield
+    finally:
+        ckpt_io.set_rng_state(state)
 
 
 @dataclass
@@ -115,28 +156,37 @@ class Trainer:
         self._wall_at_start = 0.0
 
     # ------------------------------------------------------------------ envs
-    def _make_env(self, num_envs: int, seed: int, retry_failed_starts: int = 0) -> Any:
+    def _make_env(
+        self, num_envs: int, seed: int, retry_failed_starts: int = 0, resumable: bool = False
+    ) -> Any:
         t = self.cfg.task
-        return envs.make(
-            t.name,
-            num_envs=num_envs,
-            seed=seed,
-            obs_history=t.obs_history,
-            act_steps=t.act_steps,
-            max_episode_steps=t.max_episode_steps,
-            vectorization=t.vectorization,
-            retry_failed_starts=retry_failed_starts,
-            **t.env_kwargs,
-        )
+        with rng_neutral():
+            return envs.make(
+                t.name,
+                num_envs=num_envs,
+                seed=seed,
+                obs_history=t.obs_history,
+                act_steps=t.act_steps,
+                max_episode_steps=t.max_episode_steps,
+                vectorization=t.vectorization,
+                retry_failed_starts=retry_failed_starts,
+                resumable=resumable,
+                **t.env_kwargs,
+            )
+
+    def _train_seed(self) -> int:
+        # Training members are seeded seed * num_envs + i: disjoint across run seeds.
+        return self.cfg.seed * self.cfg.task.num_envs
 
     @property
     def train_env(self) -> Any:
         if self._train_env is None:
             n = self.cfg.task.num_envs
-            # Training members are seeded seed * num_envs + i: disjoint across run seeds.
-            seed = self.cfg.seed * n
-            self._train_env = self._make_env(n, seed, self.cfg.algo.retry_failed_starts)
-            self._obs, _ = self._train_env.reset(seed=seed + 7919 * self.state.episodes)
+            seed = self._train_seed()
+            env = self._make_env(n, seed, self.cfg.algo.retry_failed_starts, resumable=True)
+            self._train_env = env
+            with rng_neutral():
+                self._obs, _ = env.reset(seed=seed)
             self._ep_return = np.zeros(n)
             self._ep_ids = [[] for _ in range(n)]
         return self._train_env
@@ -146,6 +196,61 @@ class Trainer:
         if self._eval_env is None:
             self._eval_env = self._make_env(self.cfg.task.eval_num_envs, self.cfg.task.eval_seed)
         return self._eval_env
+
+    def _episodes(self) -> dict[str, Any] | None:
+        """The training envs' episodes in progress and the loop's bookkeeping of them
+        (``training_state/episodes.json``); None before the envs exist."""
+        if self._train_env is None:
+            return None
+        return {
+            "members": envs.episode_states(self._train_env),
+            "obs": self._obs.tolist(),
+            "ep_return": self._ep_return.tolist(),
+            "ep_ids": self._ep_ids,
+        }
+
+    def _restore_episodes(self, episodes: dict[str, Any] | None, ckpt: Path) -> None:
+        """Re-create the training envs' episodes of a checkpoint by replay (module docstring);
+        ``CheckpointError`` naming the member whose replay does not give the stored
+        observation."""
+        if episodes is None:
+            return  # saved before any collection: the envs start fresh, as they did
+        path = ckpt / "training_state" / "episodes.json"
+        n = self.cfg.task.num_envs
+        try:
+            members = episodes["members"]
+            obs = np.asarray(episodes["obs"], dtype=np.float32)
+            ep_return = np.asarray(episodes["ep_return"], dtype=np.float64)
+            ep_ids = [[int(k) for k in ids] for ids in episodes["ep_ids"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ckpt_io.CheckpointError(f"{path}: not an episodes record ({err})") from None
+        if len(members) != n or len(obs) != n:
+            raise ckpt_io.CheckpointError(
+                f"{path}: {len(members)} env members, this run has task.num_envs={n}; resume "
+                "with the config the run was saved with"
+            )
+        self._train_env = self._make_env(
+            n, self._train_seed(), self.cfg.algo.retry_failed_starts, resumable=True
+        )
+        with rng_neutral():
+            replayed = envs.restore_episodes(self._train_env, members)
+        for i, (member, got) in enumerate(zip(members, replayed, strict=True)):
+            chunks = len(member["actions"])
+            if got["ended_at"] is not None:
+                why = f"the replay ended the episode at chunk {got['ended_at']}"
+            elif got["obs"].shape != obs[i].shape:
+                why = f"observation shape {got['obs'].shape}, stored {obs[i].shape}"
+            elif not np.array_equal(got["obs"], obs[i]):
+                diff = float(np.abs(got["obs"] - obs[i]).max())
+                why = f"the observation differs from the stored one by up to {diff:.3g}"
+            else:
+                continue
+            raise ckpt_io.CheckpointError(
+                f"{path}: training env member {i}: replaying its episode (reset seed "
+                f"{member['seed']}, {chunks} chunks) does not re-create it: {why}; the "
+                "simulator did not repeat itself (another machine or library build?)"
+            )
+        self._obs, self._ep_return, self._ep_ids = obs, ep_return, ep_ids
 
     def close(self) -> None:
         for env in (self._train_env, self._eval_env):
@@ -181,6 +286,7 @@ class Trainer:
         }
         name = f"step_{self.state.env_steps:012d}_it{self.state.iteration:05d}"
         modules = self.algo.modules()
+        self._finite_weights_or_raise(modules)
         if evaluated:
             return ckpt_io.save_evaluated(
                 self.run_dir, name, to_dict(self.cfg), meta, modules, self._loop_json()
@@ -197,25 +303,71 @@ class Trainer:
             rng,
             self.buffer.state_dict(),
             self._loop_json(),
+            episodes=self._episodes(),
         )
+
+    def _finite_weights_or_raise(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Never save non-finite weights: the last good checkpoint stays the newest."""
+        bad = [
+            f"{name}.{key}"
+            for name, module in modules.items()
+            for key, value in module.state_dict().items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite weights at iteration {self.state.iteration}: {', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''}; not saved ({self._last_good()})"
+            )
+
+    def _last_good(self) -> str:
+        """Where the run's newest checkpoint is, for messages that stop a run."""
+        last = self.run_dir / "checkpoints" / "last"
+        if not last.is_file():
+            return "no checkpoint written yet"
+        return f"the last checkpoint, {last.parent / last.read_text().strip()}, is left as it was"
 
     def restore(self, path: str | Path, weights_only: bool = False) -> None:
         """Load a checkpoint: its policy weights only (start fine-tuning from a pretrained
         policy, of any algorithm: ``ckpt_io.start_weights`` says which) or everything
-        (resume the same run)."""
-        ckpt = ckpt_io.resolve(path)
-        meta = ckpt_io.read_meta(ckpt)
-        for key in ("obs_dim", "action_dim"):
-            if meta[key] != getattr(self.spec, key):
-                raise ckpt_io.CheckpointError(
-                    f"{ckpt}: checkpoint {key}={meta[key]} does not match task "
-                    f"{self.cfg.task.name!r} ({getattr(self.spec, key)})"
-                )
+        (resume the same run; from a run directory, an unreadable newest checkpoint is set
+        aside with a warning and the one before it resumed)."""
         if weights_only:
+            ckpt = ckpt_io.resolve(path)
+            self._check_dims(ckpt, ckpt_io.read_meta(ckpt))
             self._start_from(ckpt)
         else:
-            self._resume(ckpt, meta)
+            self._resume(self._resume_point(path))
         self.algo.prepare(self.demo_obs, self.demo_act)
+
+    def _check_dims(self, ckpt: Path, meta: dict[str, Any]) -> None:
+        for key in ("obs_dim", "action_dim"):
+            if meta.get(key) != getattr(self.spec, key):
+                raise ckpt_io.CheckpointError(
+                    f"{ckpt / 'meta.json'}: checkpoint {key}={meta.get(key)} does not match "
+                    f"task {self.cfg.task.name!r} ({getattr(self.spec, key)})"
+                )
+
+    def _resume_point(self, path: str | Path) -> ckpt_io.ResumePoint:
+        """The newest full checkpoint of ``path`` that reads completely; the unreadable ones
+        newer than it are set aside, each with a warning naming its bad file."""
+        candidates = ckpt_io.resume_candidates(path)
+        if not candidates:
+            raise ckpt_io.CheckpointError(f"{path}: no full checkpoint (step_*) to resume from")
+        bad: list[tuple[Path, ckpt_io.CheckpointError]] = []
+        for ckpt in candidates:
+            try:
+                point = ckpt_io.read_resume_point(ckpt, list(self.algo.modules()))
+            except ckpt_io.CorruptCheckpointError as err:
+                bad.append((ckpt, err))
+                continue
+            for old, err in bad:
+                ckpt_io.set_aside(old, ckpt, err)
+            return point
+        first = bad[0][1]
+        raise ckpt_io.CorruptCheckpointError(
+            f"{first}; and no older readable checkpoint to resume from"
+        )
 
     def _start_from(self, ckpt: Path) -> None:
         modules = self.algo.modules()
@@ -242,7 +394,9 @@ class Trainer:
         self.state.evals = kept[-1:] if same else []
         self.state.phase = "pretrained"
 
-    def _resume(self, ckpt: Path, meta: dict[str, Any]) -> None:
+    def _resume(self, point: ckpt_io.ResumePoint) -> None:
+        ckpt, meta = point.path, point.meta
+        self._check_dims(ckpt, meta)
         if meta.get("algo") != self.cfg.algo.name:
             raise ckpt_io.CheckpointError(
                 f"{ckpt}: algo: the checkpoint was written by algo={meta.get('algo')}, this run "
@@ -253,16 +407,23 @@ class Trainer:
                 f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
                 f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
             )
-        ckpt_io.load_modules(ckpt, self.algo.modules())
-        ts = ckpt_io.load_training_state(ckpt)
+        point.load_modules(self.algo.modules())
+        ts = point.training
+        optimizers = ckpt / "training_state" / "optimizers.pt"
         for name, opt in self.algo.optimizers().items():
+            if name not in ts["optimizers"]:
+                raise ckpt_io.CheckpointError(
+                    f"{optimizers}: no state of optimizer {name!r}; resume with the config the "
+                    "run was saved with"
+                )
             opt.load_state_dict(ts["optimizers"][name])
-        ckpt_io.set_rng_state(ts["rng"], self.algo.generators())
-        self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
         if ts["replay"] is not None:
             self.buffer.load_state_dict(ts["replay"])
         self.state = LoopState.from_dict(ts["loop"])
         self.data.success_ids = self.state.success_ids
+        self._restore_episodes(ts["episodes"], ckpt)
+        ckpt_io.set_rng_state(ts["rng"], self.algo.generators())
+        self.rng.bit_generator.state = ts["rng"]["loop_numpy"]
         self._wall_at_start = float(self.state.wall_time_s)
         self._t0 = time.time()
         self.logger.truncate_after(self.state.env_steps)
@@ -287,7 +448,7 @@ class Trainer:
             info = self.algo.pretrain_step(obs[idx], act[idx], opt)
             sched.step()
             if step % 100 == 0 or step == a.pretrain_steps - 1:
-                finite_or_raise(info)
+                finite_or_raise(info, f"pretraining step {step}")
                 self.logger.log(
                     {"env_steps": 0, "iteration": 0, "pretrain_step": step, **info}, step=step
                 )
@@ -298,7 +459,9 @@ class Trainer:
         """Behaviour cloning, then the pretrained evaluation and a checkpoint."""
         self.behaviour_cloning()
         result = self.evaluate_point()
+        faults.kill_point("evaluated:0")
         self.save()
+        faults.kill_point("saved:0")
         return result
 
     def evaluate_point(self) -> dict[str, float]:
@@ -339,7 +502,7 @@ class Trainer:
         timing: dict[str, float] = defaultdict(float)
         acted: dict[str, float] = defaultdict(float)  # the algorithm's act info, summed
         fresh_successes = []  # episodes on a fresh start (algo.retry_failed_starts)
-        for _ in range(a.steps_per_iter):
+        for decision in range(a.steps_per_iter):
             tic = time.perf_counter()
             actions, info = self.algo.act(self._obs, explore=True)
             timing["perf/time_sample_s"] += time.perf_counter() - tic
@@ -348,6 +511,7 @@ class Trainer:
             tic = time.perf_counter()
             next_obs, reward, term, trunc, infos = env.step(actions[:, : t.act_steps])
             timing["perf/time_env_s"] += time.perf_counter() - tic
+            faults.kill_point(f"collect:{self.state.iteration + 1}:{decision}")
             done = term | trunc
             learn_term = term | (trunc & t.timeout_is_terminal)  # what the learners see
             rewards = (
@@ -418,7 +582,10 @@ class Trainer:
             steps_before = self.state.env_steps
             metrics = self.collect()
             metrics.update(self.algo.update(self.data, self.state.iteration))
-            finite_or_raise(metrics)
+            try:
+                finite_or_raise(metrics, f"iteration {self.state.iteration + 1}")
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err}; {self._last_good()}") from None
             self.state.iteration += 1
             it = self.state.iteration
             elapsed = time.time() - tic
@@ -430,8 +597,10 @@ class Trainer:
             if it % a.eval_every == 0 or it == a.iterations:
                 res = self.evaluate_point()
                 bar.set_postfix(success=f"{res['eval/success']:.2f}")
+                faults.kill_point(f"evaluated:{it}")
             if it % a.checkpoint_every == 0 or it == a.iterations:
                 self.save()
+                faults.kill_point(f"saved:{it}")
             bar.update(1)
         bar.close()
         self.state.phase = "done"
@@ -470,11 +639,16 @@ def run(
         trainer = Trainer(cfg, run_dir)
         try:
             (trainer.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
-            has_ckpt = (trainer.run_dir / "checkpoints" / "last").exists()
+            ckpt_io.remove_partial(trainer.run_dir)  # a killed run's half-written checkpoint
+            has_ckpt = bool(ckpt_io.resume_candidates(trainer.run_dir))
             if cfg.resume and has_ckpt:
                 trainer.restore(trainer.run_dir)
-            elif cfg.checkpoint is not None:
-                trainer.restore(cfg.checkpoint, weights_only=True)
+            else:
+                # a run that starts over (killed before its first checkpoint, or resume=false)
+                # starts its metrics file over too
+                trainer.logger.truncate_after(-1)
+                if cfg.checkpoint is not None:
+                    trainer.restore(cfg.checkpoint, weights_only=True)
             if "pretrain" in stages and trainer.state.phase == "init":
                 trainer.pretrain()
             if "finetune" in stages and cfg.algo.iterations > 0:

@@ -239,11 +239,18 @@ def make_algorithm(cfg: Config, spec: TaskSpec) -> Algorithm:
     return cls(cfg, spec)
 
 
-def finite_or_raise(metrics: dict[str, float]) -> dict[str, float]:
-    """Refuse to continue on a non-finite training metric, naming it."""
+def finite_or_raise(metrics: dict[str, float], where: str = "") -> dict[str, float]:
+    """Refuse to continue on a non-finite training metric (a loss that became NaN or inf):
+    ``FloatingPointError`` naming every such metric and ``where`` (e.g. ``"iteration 3"``)."""
     import math
 
-    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    bad = [
+        k
+        for k, v in metrics.items()
+        if isinstance(v, (float, np.floating)) and not math.isfinite(float(v))
+    ]
     if bad:
-        raise FloatingPointError(f"non-finite training metrics: {bad}")
+        at = f" at {where}" if where else ""
+        shown = ", ".join(f"{k}={float(metrics[k])}" for k in bad)
+        raise FloatingPointError(f"non-finite training metrics{at}: {shown}; the run stops here")
     return metrics

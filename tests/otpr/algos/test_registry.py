@@ -197,7 +197,7 @@ def test_a_checkpoint_of_the_old_format_is_refused_in_one_line(tmp_path: Path) -
     (tmp_path / "checkpoints" / "last").write_text("step_0")
     (ckpt / "meta.json").write_text(json.dumps({"format_version": 1, "obs_dim": 39}))
     (ckpt / "config.yaml").write_text("algo:\n  name: dppo\n  ppo_epochs: 10\n")
-    with pytest.raises(ckpt_io.CheckpointError, match="format_version: expected 2, got 1"):
+    with pytest.raises(ckpt_io.CheckpointError, match="format_version: expected 3, got 1"):
         ckpt_io.load_policy(tmp_path)
     out = subprocess.run(
         [str(BIN / "otpr-eval"), f"checkpoint={tmp_path}", f"hydra.run.dir={tmp_path / 'e'}"],
