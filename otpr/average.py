@@ -23,23 +23,26 @@ from safetensors.torch import load_file, save_file
 
 from otpr.checkpoint import policy_weights, resolve
 from otpr.config import WEIGHTS
+from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
 
 PROG = "otpr-average"
 EXAMPLE = f"""\
 example:
   {PROG} --out runs/can/soup runs/can/otpr/seed0 runs/can/otpr/seed1 runs/can/otpr/seed2
   otpr-eval checkpoint=runs/can/soup
-"""
+
+{ERRORS_HELP}"""
 
 
 def average(ckpts: list[Path], weights: str = "acting") -> dict[str, torch.Tensor]:
     """The element-wise mean of the checkpoints' ``weights`` policy tensors (integer tensors:
-    the first checkpoint's); ``ValueError`` where their names or shapes differ."""
+    the first checkpoint's); ``UsageError`` (a ``ValueError``) where their names or shapes
+    differ."""
     states = [load_file(str(c / f"{policy_weights(c, weights)}.safetensors")) for c in ckpts]
     keys = set(states[0])
     for c, s in zip(ckpts, states):
         if set(s) != keys or any(s[k].shape != states[0][k].shape for k in keys):
-            raise ValueError(
+            raise UsageError(
                 f"{c}: policy weights do not match {ckpts[0]}'s (another architecture?)"
             )
     return {
@@ -72,7 +75,7 @@ def write_average(ckpts: list[Path], out: Path, weights: str = "acting") -> None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Average the policy weights of several checkpoints of one architecture\n"
         "(fine-tuned from one common start) element-wise into a new weights-only checkpoint:\n"
@@ -96,16 +99,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``otpr-average``; exit status 2 with one line on stderr where a checkpoint is missing,
-    ``--out`` exists or the checkpoints' policies differ in architecture."""
+    """``otpr-average``; exit status 2 with one line on stderr (``otpr.errors``) where the
+    arguments are wrong, a checkpoint is missing, ``--out`` exists or the checkpoints' policies
+    differ in architecture."""
+    return run_command(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     out = Path(args.out)
-    try:
-        ckpts = [resolve(c) for c in args.checkpoints]
-        write_average(ckpts, out, args.weights)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    if out.exists():
+        raise UsageError(f"--out {out}: exists, expected a path for the new checkpoint")
+    ckpts = [resolve(c) for c in args.checkpoints]
+    write_average(ckpts, out, args.weights)
     print(f"{out}: mean of {len(ckpts)} checkpoints")
     return 0
 

@@ -9,11 +9,17 @@ otpr-report     rebuild summary.json/curves.png of run_dir=<run>, or compare sev
 
 ``<command> --help`` prints what the command does, what it needs and an example (``HELP``);
 ``--hydra-help`` prints Hydra's own.
+
+A refused command (a malformed demo file, an invalid setting, a missing checkpoint: see
+``otpr.errors``) prints one line, ``<command>: error: <what>``, exits with status 2 and leaves no
+run directory behind (:class:`UndoRefusedRun`); ``OTPR_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +28,14 @@ from typing import Any
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import otpr.algos  # noqa: F401  registers the algorithms' config schemas (group algo)
 from otpr.config import Config, ConfigError, TaskConfig, apply_debug, from_dict, to_dict
+from otpr.errors import ERRORS_HELP, UsageError, refusal, run_command
 
 CONFIG_PATH = "pkg://configs"
 
@@ -85,10 +95,123 @@ cs.store(name="base_report", node=ReportConfig)
 
 
 def _to_config(raw: DictConfig) -> Any:
+    """The typed config of ``raw``; an invalid value raises ``ConfigError`` naming the key and,
+    where the check did not say it, the value given."""
     try:
-        return OmegaConf.to_object(raw)
+        cfg = OmegaConf.to_object(raw)
     except ConfigError as err:
-        raise SystemExit(f"config error: {err}") from None
+        key, _, what = str(err).partition(": ")
+        try:
+            value = OmegaConf.select(raw, key, default=None, throw_on_missing=False)
+        except OmegaConfBaseException:
+            value = None
+        if "got" in what or value is None:
+            raise
+        raise ConfigError(f"{key}: {what}, got {value!r}") from err
+    except OmegaConfBaseException as err:  # e.g. a mandatory value (???) left unset
+        key = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
+    task = getattr(cfg, "task", None)
+    if task is not None:
+        import envs
+
+        try:
+            envs.suite_of(task.name)
+        except ValueError as err:
+            raise ConfigError(f"task.name: {err}") from None
+    return cfg
+
+
+@dataclass
+class _RunDirState:
+    """What a run directory held when a command started (:class:`UndoRefusedRun`)."""
+
+    path: Path
+    created: list[Path]
+    """The directories that did not exist yet: the run directory, then its missing parents."""
+    files: dict[Path, bytes | int | None]
+    """In a directory that existed: each file Hydra or the job's start may write there, as it
+    was (its bytes; a log: its size; None: absent)."""
+
+
+class _Refused(BaseException):
+    """Carries a refusal from :class:`UndoRefusedRun` past Hydra, which would otherwise print
+    "Error executing job with overrides" first (it catches ``Exception`` only), to ``_entry``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class UndoRefusedRun(Callback):
+    """A refused command leaves nothing behind (``hydra.callbacks`` in configs/*.yaml).
+
+    Hydra makes the run directory, ``.hydra/`` and the ``<job>.log`` before the command's
+    function runs. When that function refuses its input (``otpr.errors.refusal``), this removes
+    the run directory and the parents this invocation made; a directory that existed before (a
+    run being resumed; ``.`` for otpr-report) stays, with ``.hydra/*``, the log and
+    ``config.yaml`` put back as they were. The refusal then goes on to ``_entry`` as
+    :class:`_Refused`. A failure that is a bug keeps its directory and log.
+    """
+
+    def __init__(self) -> None:
+        self.state: _RunDirState | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.state = _run_dir_state(config)
+        except Exception:  # an unresolvable run dir: Hydra itself reports it
+            self.state = None
+
+    def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        state, self.state = self.state, None
+        error = job_return._return_value
+        if job_return.status != JobStatus.FAILED or refusal(error) is None:
+            return  # done, or a bug: its run directory and log are evidence
+        if state is not None and Path(config.hydra.runtime.output_dir) == state.path:
+            _undo(state)  # (another directory than recorded at the start: touch nothing)
+        raise _Refused(error)
+
+
+def _run_dir_state(config: DictConfig) -> _RunDirState:
+    path = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir"))))
+    created, p = [], path
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    files: dict[Path, bytes | int | None] = {}
+    if not created:
+        watched = [path / "config.yaml", path / f"{config.hydra.job.name}.log"]
+        if config.hydra.output_subdir is not None:
+            sub = path / str(config.hydra.output_subdir)
+            watched += [sub / f"{name}.yaml" for name in ("config", "hydra", "overrides")]
+        for f in watched:
+            if not f.is_file():
+                files[f] = None
+            else:
+                files[f] = f.stat().st_size if f.suffix == ".log" else f.read_bytes()
+    return _RunDirState(path, created, files)
+
+
+def _undo(state: _RunDirState) -> None:
+    if state.created:
+        shutil.rmtree(state.created[0], ignore_errors=True)
+        for parent in state.created[1:]:
+            try:
+                parent.rmdir()  # only while empty: another command may be writing there
+            except OSError:
+                break
+        return
+    for f, before in state.files.items():
+        if before is None:
+            f.unlink(missing_ok=True)
+            if f.parent != state.path and f.parent.is_dir() and not any(f.parent.iterdir()):
+                f.parent.rmdir()
+        elif isinstance(before, int):
+            if f.is_file() and f.stat().st_size > before:
+                os.truncate(f, before)
+        elif not f.is_file() or f.read_bytes() != before:
+            f.write_bytes(before)
 
 
 def _run_dir(cfg: Config) -> Path:
@@ -123,7 +246,7 @@ def _pretrain(raw: DictConfig) -> None:
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def _finetune(raw: DictConfig) -> None:
     if raw.checkpoint is None:
-        raise SystemExit("otpr-finetune needs checkpoint=<pretrained run or checkpoint dir>")
+        raise UsageError("checkpoint: required, checkpoint=<pretrained run or checkpoint dir>")
     _job(raw, ("finetune",))
 
 
@@ -200,14 +323,11 @@ def _eval(raw: DictConfig) -> None:
     from otpr.loop import Trainer
 
     if raw.checkpoint is None:
-        raise SystemExit("otpr-eval needs checkpoint=<run or checkpoint dir>")
+        raise UsageError("checkpoint: required, checkpoint=<run or checkpoint dir>")
     overrides = _to_config(raw)
     given = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
-    try:
-        ckpt_io.read_meta(overrides.checkpoint)  # refuses another format before parsing
-        cfg = eval_config(from_dict(ckpt_io.read_config(overrides.checkpoint)), overrides, given)
-    except (ConfigError, ckpt_io.CheckpointError, FileNotFoundError) as err:
-        raise SystemExit(f"otpr-eval: {err}") from None
+    ckpt_io.read_meta(overrides.checkpoint)  # refuses another format before parsing
+    cfg = eval_config(from_dict(ckpt_io.read_config(overrides.checkpoint)), overrides, given)
     run_dir = _run_dir(overrides)
     trainer = Trainer(cfg, run_dir)
     try:
@@ -257,7 +377,7 @@ def _report(raw: DictConfig) -> None:
     cfg: ReportConfig = _to_config(raw)
     runs = ([cfg.run_dir] if cfg.run_dir else []) + list(cfg.runs)
     if not runs:
-        raise SystemExit("otpr-report needs run_dir=<run> or runs=[<run>,<run>,...]")
+        raise UsageError("run_dir or runs: required, run_dir=<run> or runs=[<run>,<run>,...]")
     for run in runs:
         path = Path(run) / "summary.json"
         has_ckpt = (Path(run) / "checkpoints" / "last").exists()
@@ -265,7 +385,7 @@ def _report(raw: DictConfig) -> None:
         if has_ckpt and (summary is None or _checkpoint_is_newer(Path(run), summary)):
             summary = _summary_of_stopped_run(Path(run))
         if summary is None:
-            raise SystemExit(f"{path}: not found, nor {run}/checkpoints/last (a run directory?)")
+            raise UsageError(f"{path}: not found, nor {run}/checkpoints/last (a run directory?)")
         written = write_report(run, summary)
         print(f"{run}: " + ", ".join(str(p) for p in written.values()))
     if len(runs) > 1 or cfg.out:
@@ -315,14 +435,14 @@ Examples:
   otpr
   otpr algo=dppo seed=1
   otpr task=can algo=otpr ot=unmasked algo.guidance=Q seed=3
-""",
+{errors}""",
     "otpr-pretrain": """\
 otpr-pretrain: behaviour cloning on the demonstrations, then the pretrained evaluation and a
 checkpoint that otpr-finetune starts from.
 
 Example:
   otpr-pretrain experiment=can hydra.run.dir=runs/can_bc
-""",
+{errors}""",
     "otpr-finetune": """\
 otpr-finetune: online fine-tuning of a pretrained policy (any algorithm's checkpoint; its
 policy weights are loaded, the algorithm's other networks start fresh).
@@ -332,7 +452,7 @@ weights; acting, the default, is the average when that run kept one)
 
 Example:
   otpr-finetune task=can algo=dppo checkpoint=runs/can_bc task.demos.num_episodes=20
-""",
+{errors}""",
     "otpr-eval": """\
 otpr-eval: evaluate a checkpoint's policy on the task's fixed evaluation seeds; prints and
 writes eval.json. The checkpoint's own config is used; only evaluation settings may change:
@@ -342,7 +462,7 @@ Required: checkpoint=<run dir or checkpoint dir>
 
 Example:
   otpr-eval checkpoint=runs/can_bc task.eval_episodes=200 task.eval_seed=700000 weights=trained
-""",
+{errors}""",
     "otpr-demos": """\
 otpr-demos: record scripted-expert demonstrations as a robomimic-format hdf5 file.
 
@@ -351,7 +471,7 @@ Settings: task=<name> num_episodes=N quality=expert|near_optimal|noisy|dart|subo
 
 Example:
   otpr-demos task=can num_episodes=100 quality=expert out=data/can_expert.hdf5
-""",
+{errors}""",
     "otpr-report": """\
 otpr-report: rebuild summary.json and curves.png of a run (also of one that was stopped), or
 plot several runs' success curves on one figure.
@@ -360,7 +480,7 @@ Required: run_dir=<run> or runs=[<run>,<run>,...]   (out=<png> for the compariso
 
 Example:
   otpr-report runs=[runs/a,runs/b] out=compare.png
-""",
+{errors}""",
 }
 
 
@@ -368,7 +488,9 @@ def _help(command: str) -> str:
     from otpr.algos import registered
 
     tasks = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").glob("*.yaml"))
-    text = HELP[command].format(eval_settings="  " + ", ".join(EVAL_SETTINGS))
+    text = HELP[command].format(
+        eval_settings="  " + ", ".join(EVAL_SETTINGS), errors="\n" + ERRORS_HELP
+    )
     if command in ("otpr", "otpr-pretrain", "otpr-finetune", "otpr-eval"):
         algos = "|".join(registered())
         text += "\n" + _OVERRIDES.format(tasks="|".join(tasks), algos=algos) + "\n"
@@ -376,11 +498,29 @@ def _help(command: str) -> str:
 
 
 def _entry(command: str, app: Any) -> None:
-    """Run a Hydra app as ``command``; ``-h``/``--help`` print the command's own help."""
+    """Run a Hydra app as ``command``; ``-h``/``--help`` print the command's own help. A
+    refusal prints one line and exits with status 2 (``otpr.errors.run_command``)."""
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(_help(command), end="")
         return
-    app()
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises the error; otpr.errors words it
+
+    def body() -> None:
+        try:
+            app()
+        except _Refused as refused:
+            raise refused.error from None
+
+    try:
+        status = run_command(command, body)
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    if status:
+        sys.exit(status)
 
 
 def report_main() -> None:

@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
+
+PROG = "otpr-diagnose"
 GUIDANCES = ("H", "Hc", "Q", "A", "uniform")
 
 
@@ -134,11 +137,11 @@ def probe(
     meta = ckpt_io.read_meta(ckpt)
     cfg = from_dict(ckpt_io.read_config(ckpt))
     if meta.get("algo") != "otpr" or not hasattr(cfg.algo, "guidance"):
-        raise ValueError(
+        raise UsageError(
             f"{ckpt}: algo={meta.get('algo')} has no guidance weights to diagnose (algo=otpr)"
         )
     if envs.suite_of(cfg.task.name) != "metaworld":
-        raise ValueError(
+        raise UsageError(
             f"task.name={cfg.task.name!r}: the oracle needs simulator snapshots, which only "
             "Meta-World tasks provide here"
         )
@@ -212,8 +215,14 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="otpr-diagnose",
+    """``otpr-diagnose``; exit status 2 with one line on stderr (``otpr.errors``) where the
+    arguments are wrong or the checkpoint is missing, not OTPR's or not a Meta-World task's."""
+    return run_command(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = ArgumentParser(
+        prog=PROG,
         description=(
             "Does the guidance rank actions? From the states an OTPR checkpoint's policy "
             "reaches (Meta-World), every candidate chunk is executed from the same simulator "
@@ -223,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             "of states whose weights are all 0 and the within-state share of the weights' "
             "variance."
         ),
-        epilog="example: otpr-diagnose --checkpoint runs/reach-v3/otpr/<run> --episodes 10",
+        epilog=f"example: {PROG} --checkpoint runs/reach-v3/otpr/<run> --episodes 10\n\n"
+        + ERRORS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="run or checkpoint dir (algo=otpr)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes to probe (default 5)")
@@ -231,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=300_000, help="first episode seed")
     parser.add_argument("--out", help="also write the numbers to this json file")
     args = parser.parse_args(argv)
-    try:
-        if args.episodes < 1 or args.candidates < 2:
-            raise ValueError("--episodes must be >= 1 and --candidates >= 2")
-        result = probe(args.checkpoint, args.episodes, args.candidates, args.seed, progress=True)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"otpr-diagnose: error: {err}", file=sys.stderr)
-        return 2
+    if args.episodes < 1 or args.candidates < 2:
+        raise UsageError(
+            f"--episodes must be >= 1 and --candidates >= 2, got {args.episodes} and "
+            f"{args.candidates}"
+        )
+    result = probe(args.checkpoint, args.episodes, args.candidates, args.seed, progress=True)
     print(
         f"{result['task']}: {result['decisions']} states x {result['num_candidates']} "
         f"candidates, policy success {result['policy_success']:.2f} (guidance trained with: "

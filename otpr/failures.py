@@ -36,6 +36,7 @@ from tqdm import tqdm
 import envs
 from otpr.checkpoint import load_policy, read_config, resolve
 from otpr.config import WEIGHTS
+from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
 
 PROG = "otpr-failures"
 LIFTED = 0.04  # m above its start: the can left the table (Lift's own success height)
@@ -54,7 +55,8 @@ example:
 
 prints the success rate, one line per failed episode (class, lift, tilt, closest, gap, final)
 and a count per class; --out also writes every episode's record as JSON.
-"""
+
+{ERRORS_HELP}"""
 
 
 def classify(lift: float, tilt: float, gap: float, in_quarter: bool, in_goal_bin: bool) -> str:
@@ -86,11 +88,12 @@ def goal_regions(sim_env: Any) -> tuple[Any, Any]:
 
 def can_task(checkpoint: str | Path) -> dict[str, Any]:
     """The ``task`` config of a Can checkpoint; ``FileNotFoundError`` where there is no
-    checkpoint, ``ValueError`` where its task is not Can (only Can's state is read here)."""
+    checkpoint, ``UsageError`` (a ``ValueError``) where its task is not Can (only Can's state is
+    read here)."""
     ckpt = resolve(checkpoint)
     task = read_config(ckpt)["task"]
     if task["name"] != "can":
-        raise ValueError(f"{ckpt}: task is {task['name']!r}; {PROG} reads Can's state only")
+        raise UsageError(f"{ckpt}: task is {task['name']!r}; {PROG} reads Can's state only")
     return task
 
 
@@ -188,7 +191,7 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Play a Can checkpoint's policy on evaluation seeds and sort its failed\n"
         "episodes into classes (never lifted, knocked over, wrong quarter of the goal bin,\n"
@@ -213,21 +216,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``otpr-failures``; exit status 2 with one line on stderr where the checkpoint is missing,
-    is not Can's, or ``--out``'s directory does not exist."""
+    """``otpr-failures``; exit status 2 with one line on stderr (``otpr.errors``) where the
+    arguments are wrong, the checkpoint is missing or not Can's, or ``--out``'s directory does
+    not exist."""
+    return run_command(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        can_task(args.checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        return _error(str(err))
+    can_task(args.checkpoint)
     if args.out and not Path(args.out).parent.is_dir():
-        return _error(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
+        raise UsageError(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
     torch.set_num_threads(1)
     rows = run(
         args.checkpoint, args.episodes, args.seed, args.deterministic, args.num_envs, args.weights
