@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs.wrappers import ChunkedEnv, RetryFailedStarts
+from envs.wrappers import ChunkedEnv, ResumableEpisodes, RetryFailedStarts
 
 
 class Counter(gym.Env):
@@ -101,3 +101,108 @@ def test_retry_failed_starts_replays_a_failed_start_then_moves_on() -> None:
     assert replay == [env.reset()[0][0, 0] for _ in range(3)]
     with pytest.raises(ValueError, match="retries must be an int >= 1"):
         RetryFailedStarts(ChunkedEnv(SeededStart()), retries=0)
+
+
+class Drift(gym.Env):
+    """A random walk from a seeded start: obs_t = start + sum of actions and of noise drawn
+    from the env's own generator; time limit 6."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.x = 0, float(self.np_random.normal())
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.x += float(action[0]) + 0.1 * float(self.np_random.normal())
+        return np.array([self.x], np.float32), self.x, False, self.t >= 6, {"success": False}
+
+
+def test_resumable_episodes_replay_an_episode_in_a_fresh_env() -> None:
+    def member() -> gym.Env:
+        return ResumableEpisodes(ChunkedEnv(Drift(), obs_history=2, act_steps=1))
+
+    env = member()
+    env.reset(seed=3)
+    acts = [np.full((1, 1), 0.1 * k, np.float32) for k in range(20)]
+    for a in acts[:8]:  # one whole episode (an autoreset-like unseeded reset) and 2 chunks
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            obs, _ = env.reset()  # unseeded: the seed comes from the wrapper's generator
+    state = env.episode_state()
+    assert len(state["actions"]) == 2 and state["seed"] != 3
+    fresh = member()
+    out = fresh.restore_episode(state)
+    assert out["ended_at"] is None and np.array_equal(out["obs"], obs)
+    for a in acts[8:]:  # and both go on alike, through resets
+        x, y = env.step(a), fresh.step(a)
+        assert np.array_equal(x[0], y[0]) and x[1:4] == y[1:4]
+        if x[2] or x[3]:
+            assert np.array_equal(env.reset()[0], fresh.reset()[0])
+    # a replay that ends the episode early is reported, not hidden
+    state["actions"] = [a.tolist() for a in acts[:7]]
+    assert member().restore_episode(state)["ended_at"] == 6
+
+
+def _replays_exactly(task: str, vectorization: str = "sync", **kwargs) -> None:
+    """A vector env stepped through autoresets and retried starts, its members' episodes
+    saved, a freshly built one restored: the same observations now and on every later step."""
+
+    def build():
+        return envs.make(
+            task,
+            num_envs=2,
+            seed=5,
+            obs_history=2,
+            act_steps=4,
+            max_episode_steps=20,
+            vectorization=vectorization,
+            retry_failed_starts=1,
+            resumable=True,
+            **kwargs,
+        )
+
+    rng = np.random.default_rng(0)
+    ran = build()
+    try:
+        acts = [rng.uniform(-1, 1, ran.action_space.shape).astype(np.float32) for _ in range(24)]
+        obs, _ = ran.reset(seed=5)
+        for a in acts[:13]:  # 5 chunks per episode: two resets and 3 chunks into the third
+            obs, *_ = ran.step(a)
+        states = envs.episode_states(ran)
+        assert [len(s["actions"]) for s in states] == [3, 3]
+        assert all(s["retry"]["attempt"] in (0, 1) for s in states)
+        again = build()
+        try:
+            out = envs.restore_episodes(again, states)
+            for i, got in enumerate(out):
+                assert got["ended_at"] is None and np.array_equal(got["obs"], obs[i])
+            for a in acts[13:]:
+                x, y = ran.step(a), again.step(a)
+                for k in range(3):
+                    assert np.array_equal(x[k], y[k])
+        finally:
+            again.close()
+    finally:
+        ran.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_metaworld_members_replay_exactly(vectorization: str) -> None:
+    _replays_exactly("reach-v3", vectorization, reward="sparse", terminate_on_success=True)
+
+
+@pytest.mark.slow
+@pytest.mark.robosuite
+def test_robosuite_members_replay_exactly() -> None:
+    pytest.importorskip("robosuite")
+    _replays_exactly("lift")
+
+
+@pytest.mark.kitchen
+def test_kitchen_members_replay_exactly() -> None:
+    pytest.importorskip("gymnasium_robotics")
+    _replays_exactly("kitchen-complete")

@@ -347,3 +347,40 @@ def test_rng_states_round_trip_through_json() -> None:
     assert torch.equal(torch.rand(2), expect[1])
     assert torch.equal(torch.randn(2, generator=gens["a"]), expect[2])
     assert back["loop_numpy"] == state["loop_numpy"]
+
+
+def test_an_episode_that_replays_differently_is_an_error_naming_the_member(
+    finished: Path, tmp_path: Path, monkeypatch
+) -> None:
+    run_dir = _copy(finished, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    path = ckpt_io.resolve(run_dir) / "training_state" / "episodes.json"
+    episodes = json.loads(path.read_text())
+    assert all(m["actions"] for m in episodes["members"])  # episodes under way
+    episodes["obs"][1][0][0] += 1e-3  # what member 1 was seeing, not what its replay gives
+    path.write_text(json.dumps(episodes))
+    trainer = Trainer(_cfg(), run_dir)
+    try:
+        with pytest.raises(ckpt_io.CheckpointError, match="training env member 1: replaying"):
+            trainer.restore(run_dir)
+    finally:
+        trainer.close()
+
+
+def test_format_2_weights_load_but_its_training_state_is_refused(
+    finished: Path, tmp_path: Path, monkeypatch
+) -> None:
+    run_dir = _copy(finished, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for ckpt in (run_dir / "checkpoints").glob("step_*"):
+        meta = json.loads((ckpt / "meta.json").read_text())
+        (ckpt / "meta.json").write_text(json.dumps(dict(meta, format_version=2)))
+    assert ckpt_io.load_policy(run_dir) is not None  # safetensors, unchanged since format 2
+    trainer = Trainer(_cfg(), run_dir)
+    try:
+        with pytest.raises(ckpt_io.CheckpointError) as err:
+            trainer.restore(run_dir)
+    finally:
+        trainer.close()
+    assert "format_version: expected 3 to resume, got 2" in str(err.value)
+    assert "\n" not in str(err.value)
