@@ -21,21 +21,25 @@ restarts the run with an empty metrics file.
 The episodes in progress are saved as *replays*, not as simulator snapshots: the training envs
 are ``envs.make(..., resumable=True)``, so every episode starts from ``reset(seed=s)`` (an
 autoreset draws ``s`` from the member's own generator) and each member records the chunks it
-executed since. The checkpoint stores, per member, ``s``, its generators and those chunks (and
-the loop's own per-episode bookkeeping: the current observations, returns and replay rows of
-the episodes); a resume builds fresh envs, resets each member with its ``s`` and re-executes the
-chunks, then checks that the re-created observation equals the stored one (a
-``CheckpointError`` naming the member otherwise, never silently other data). Why replay: one
-mechanism for every suite (Meta-World, robosuite, Franka Kitchen, CALVIN), since each suite's
-seeded reset fixes the episode's start and MuJoCo steps deterministically on one machine, where
-a snapshot needs each suite's hidden state (Meta-World's per-task attributes, robosuite's
-controller state, Kitchen's noise generator) and silently misses what it forgets. Its limits:
-it re-executes at most one episode per member (a few seconds at most); it holds only where the
-simulator is deterministic (same machine and build: a mismatch is reported, not hidden); and
-it changes which goals the training episodes draw compared to autoresets that continue the
-env's own generator (same distribution). The evaluation env needs nothing: every evaluation
-resets it from ``task.eval_seed``. Building and replaying envs leaves the global RNGs as they
-were, so the first collection after a resume draws what the uninterrupted run drew.
+executed since. The checkpoint stores, per member, ``s``, its generators and those chunks, and
+the loop's own per-episode bookkeeping (observations, returns, replay rows of the episodes)::
+
+    run:     member i  reset(seed=s) -> c1 -> c2 -> c3 | save {s, rng, [c1, c2, c3]}, obs_i
+    resume:  fresh env reset(seed=s) -> c1 -> c2 -> c3 | obs == obs_i ? go on : CheckpointError
+
+A replay that does not re-create the stored observation is a ``CheckpointError`` naming the
+member, never silently other data. Why replay: one mechanism for every suite, since each
+suite's seeded reset fixes the episode's start (envs/base.py) and MuJoCo steps deterministically
+on one machine, where a snapshot needs each suite's hidden state (Meta-World's per-task
+attributes, robosuite's controller state, Kitchen's noise generator) and silently misses what
+it forgets. Verified exactly end to end on Meta-World, the replay alone on robosuite and Franka
+Kitchen; CALVIN (pybullet) is untested. Its limits: a resume re-simulates up to one episode
+per member; it holds only where the simulator repeats itself (same machine and build: a
+mismatch is reported, not hidden); and the training episodes draw other goals than autoresets
+that continue the env's own generator would (same distribution). The evaluation env needs
+nothing: every evaluation resets it from ``task.eval_seed``. Building and replaying envs leaves
+the global RNGs as they were, so the first collection after a resume draws what the
+uninterrupted run drew.
 
 ``run`` holds the run directory's lock (``checkpoint.RunLock``) while it trains, so a second
 process is refused. A newest checkpoint that cannot be read (a file missing, truncated or not
@@ -213,6 +217,9 @@ class Trainer:
         """Re-create the training envs' episodes of a checkpoint by replay (module docstring);
         ``CheckpointError`` naming the member whose replay does not give the stored
         observation."""
+        if self._train_env is not None:  # restored twice: the episodes of the last one
+            self._train_env.close()
+            self._train_env = None
         if episodes is None:
             return  # saved before any collection: the envs start fresh, as they did
         path = ckpt / "training_state" / "episodes.json"
@@ -286,7 +293,7 @@ class Trainer:
         }
         name = f"step_{self.state.env_steps:012d}_it{self.state.iteration:05d}"
         modules = self.algo.modules()
-        self._finite_weights_or_raise(modules)
+        self._finite_or_raise({}, f"iteration {self.state.iteration}")  # never saved
         if evaluated:
             return ckpt_io.save_evaluated(
                 self.run_dir, name, to_dict(self.cfg), meta, modules, self._loop_json()
@@ -306,19 +313,24 @@ class Trainer:
             episodes=self._episodes(),
         )
 
-    def _finite_weights_or_raise(self, modules: dict[str, torch.nn.Module]) -> None:
-        """Never save non-finite weights: the last good checkpoint stays the newest."""
-        bad = [
-            f"{name}.{key}"
-            for name, module in modules.items()
-            for key, value in module.state_dict().items()
-            if value.is_floating_point() and not bool(torch.isfinite(value).all())
-        ]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite weights at iteration {self.state.iteration}: {', '.join(bad[:5])}"
-                f"{' ...' if len(bad) > 5 else ''}; not saved ({self._last_good()})"
-            )
+    def _finite_or_raise(self, metrics: dict[str, float], where: str) -> None:
+        """Stop the run on a non-finite metric or weight (``FloatingPointError`` naming them,
+        ``where`` and the last checkpoint, which stays the newest: nothing after it is saved)."""
+        try:
+            finite_or_raise(metrics, where)
+            bad = [
+                f"{name}.{key}"
+                for name, module in self.algo.modules().items()
+                for key, value in module.state_dict().items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())
+            ]
+            if bad:
+                more = " ..." if len(bad) > 5 else ""
+                raise FloatingPointError(
+                    f"non-finite weights at {where}: {', '.join(bad[:5])}{more}; the run stops here"
+                )
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; {self._last_good()}") from None
 
     def _last_good(self) -> str:
         """Where the run's newest checkpoint is, for messages that stop a run."""
@@ -582,10 +594,7 @@ class Trainer:
             steps_before = self.state.env_steps
             metrics = self.collect()
             metrics.update(self.algo.update(self.data, self.state.iteration))
-            try:
-                finite_or_raise(metrics, f"iteration {self.state.iteration + 1}")
-            except FloatingPointError as err:
-                raise FloatingPointError(f"{err}; {self._last_good()}") from None
+            self._finite_or_raise(metrics, f"iteration {self.state.iteration + 1}")
             self.state.iteration += 1
             it = self.state.iteration
             elapsed = time.time() - tic
