@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,22 +351,15 @@ def read_calvin_segments(
                 raise CalvinDatasetNotFoundError(
                     f"{root / fname}: missing step {i} of segment [{start}, {end}]"
                 )
-            with np.load(root / fname) as step:
-                for key in steps:
-                    if key not in step.files:
-                        raise CalvinDatasetError(
-                            f"{fname}: {key}: expected a key, file has {sorted(step.files)}"
-                        )
-                    value = step[key]
-                    if key in want and value.shape != want[key]:
-                        raise CalvinDatasetError(
-                            f"{fname}: {key}: expected shape {want[key]}, got {value.shape}"
-                        )
-                    if key in want and not np.all(np.isfinite(value)):
-                        raise CalvinDatasetError(
-                            f"{fname}: {key}: expected finite values, got NaN/inf"
-                        )
-                    steps[key].append(value)
+            for key, value in _read_step(root / fname, steps).items():
+                if key in want:
+                    _check_step_value(value, want[key], fname, key)
+                elif steps[key] and value.shape != steps[key][0].shape:
+                    raise CalvinDatasetError(
+                        f"{fname}: {key}: expected shape {steps[key][0].shape} (as step "
+                        f"{start}), got {value.shape}"
+                    )
+                steps[key].append(value)
         out.append(
             CalvinSegment(
                 robot_obs=np.stack(steps["robot_obs"]),
@@ -381,6 +375,55 @@ def read_calvin_segments(
     if not out:
         raise CalvinDatasetError(f"{root}: segments: expected at least one segment, got none")
     return out
+
+
+#: What numpy raises on a damaged .npy/.npz file (truncated, not a zip, a pickled member).
+_NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _read_step(path: Path, keys: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one step file; a damaged file or a missing key raises
+    :class:`CalvinDatasetError` naming it."""
+    fname = path.name
+    try:
+        step = np.load(path)
+    except _NPY_ERRORS as e:
+        raise CalvinDatasetError(f"{fname}: expected a readable .npz file, got {e}") from None
+    if not isinstance(step, np.lib.npyio.NpzFile):
+        raise CalvinDatasetError(f"{fname}: expected an .npz archive of arrays, got one array")
+    with step:
+        values = {}
+        for key in keys:
+            if key not in step.files:
+                raise CalvinDatasetError(
+                    f"{fname}: {key}: expected a key, file has {sorted(step.files)}"
+                )
+            try:
+                values[key] = step[key]
+            except _NPY_ERRORS as e:
+                raise CalvinDatasetError(
+                    f"{fname}: {key}: expected a readable array, got {e}"
+                ) from None
+    return values
+
+
+def _check_step_value(value: np.ndarray, shape: tuple[int, ...], fname: str, key: str) -> None:
+    if value.dtype.kind not in "biuf":
+        raise CalvinDatasetError(f"{fname}: {key}: expected numbers, got dtype {value.dtype}")
+    if value.shape != shape:
+        raise CalvinDatasetError(f"{fname}: {key}: expected shape {shape}, got {value.shape}")
+    if not np.all(np.isfinite(value)):
+        raise CalvinDatasetError(f"{fname}: {key}: expected finite values, got NaN/inf")
+
+
+def _load_npy(path: Path, what: str, allow_pickle: bool = False) -> Any:
+    """``np.load(path)``; a damaged file raises :class:`CalvinDatasetError` naming it."""
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except Exception as e:  # unpickling can raise anything
+        raise CalvinDatasetError(
+            f"{path.name}: expected a readable .npy file ({what}), got {type(e).__name__}: {e}"
+        ) from None
 
 
 def _check_bounds(bounds: np.ndarray, fname: str, key: str) -> list[tuple[int, int]]:
@@ -401,7 +444,7 @@ def _read_start_end(root: Path) -> list[tuple[int, int]]:
     path = root / "ep_start_end_ids.npy"
     if not path.is_file():
         raise CalvinDatasetNotFoundError(f"{path}: not found (CALVIN episode boundaries)")
-    return _check_bounds(np.load(path), path.name, "ep_start_end_ids")
+    return _check_bounds(_load_npy(path, "episode boundaries"), path.name, "ep_start_end_ids")
 
 
 def _read_lang(
@@ -410,12 +453,27 @@ def _read_lang(
     path = root / "lang_annotations" / "auto_lang_ann.npy"
     if not path.is_file():
         raise CalvinDatasetNotFoundError(f"{path}: not found (CALVIN language annotations)")
-    ann = np.load(path, allow_pickle=True).item()
+    ann = np.asarray(_load_npy(path, "language annotations", allow_pickle=True))
+    ann = ann.item() if ann.shape == () else None
+    if not isinstance(ann, Mapping):
+        raise CalvinDatasetError(f"{path.name}: expected a pickled dict of annotations")
     for outer, inner in (("info", "indx"), ("language", "task"), ("language", "ann")):
         if not isinstance(ann.get(outer), Mapping) or inner not in ann[outer]:
             raise CalvinDatasetError(f"{path.name}: {outer}/{inner}: expected a key, not found")
-    bounds = _check_bounds(np.asarray(ann["info"]["indx"]), path.name, "info/indx")
-    tasks, texts = list(ann["language"]["task"]), list(ann["language"]["ann"])
+    try:
+        indx = np.asarray(ann["info"]["indx"])
+    except ValueError as e:  # ragged
+        raise CalvinDatasetError(
+            f"{path.name}: info/indx: expected [K, 2] integers ({e})"
+        ) from None
+    bounds = _check_bounds(indx, path.name, "info/indx")
+    tasks, texts = ann["language"]["task"], ann["language"]["ann"]
+    for key, entries in (("language/task", tasks), ("language/ann", texts)):
+        if isinstance(entries, str | bytes) or not isinstance(entries, Sequence | np.ndarray):
+            raise CalvinDatasetError(
+                f"{path.name}: {key}: expected a list of strings, got {type(entries).__name__}"
+            )
+    tasks, texts = list(tasks), list(texts)
     if not len(tasks) == len(texts) == len(bounds):
         raise CalvinDatasetError(
             f"{path.name}: language/task: expected {len(bounds)} entries (as info/indx), "

@@ -10,6 +10,8 @@ from otpr.data.dataset import (
     DemoDataset,
     Episode,
     _fail,
+    _hdf5_array,
+    _hdf5_get,
     _open_hdf5,
     _require_file,
     validate_episode,
@@ -23,16 +25,17 @@ def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDatas
     terminal flags only (a timeout is a truncation) and ``extra["truncations"]`` the timeouts.
     Steps after the last flag form a final, unfinished episode. When the file has
     ``next_observations``, each episode's ``final_obs`` is the next observation of its last step.
+    Anything malformed raises :class:`DatasetError` naming the file, the key and what was
+    expected.
     """
     path = _require_file(path)
     name = path.name
     with _open_hdf5(path) as f:
-        arrays = {}
-        for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
-            if key not in f:
-                raise _fail(name, key, "expected a top-level dataset, not found")
-            arrays[key] = f[key][()]
-        next_obs = f["next_observations"][()] if "next_observations" in f else None
+        keys = ("observations", "actions", "rewards", "terminals", "timeouts")
+        arrays = {key: _hdf5_array(f, key, name, key) for key in keys}
+        next_obs = None
+        if _hdf5_get(f, "next_observations", name, "next_observations") is not None:
+            next_obs = _hdf5_array(f, "next_observations", name, "next_observations")
     obs = arrays["observations"]
     if obs.ndim != 2:
         raise _fail(name, "observations", f"expected a [N, obs_dim] array, got {obs.shape}")
@@ -41,11 +44,19 @@ def read_d4rl_hdf5(path: str | Path, action_dim: int | None = None) -> DemoDatas
         raise _fail(name, "observations", "expected a non-empty dataset, got 0 steps")
     for key in ("actions", "rewards", "terminals", "timeouts"):
         a = arrays[key]
-        want_ndim = 2 if key == "actions" else 1
-        if a.ndim != want_ndim or a.shape[0] != N:
-            raise _fail(name, key, f"expected {N} rows (as observations), got shape {a.shape}")
+        ndim = 2 if key == "actions" else 1
+        want = f"[{N}, action_dim]" if ndim == 2 else f"[{N}]"
+        if a.ndim != ndim or a.shape[0] != N:
+            raise _fail(name, key, f"expected shape {want} (as observations), got {a.shape}")
+    for key in ("terminals", "timeouts"):  # flags: the others are checked per episode below
+        if not np.all(np.isfinite(arrays[key])):
+            bad = np.flatnonzero(~np.isfinite(arrays[key]))[0]
+            raise _fail(name, key, f"expected finite flags, got NaN/inf at {bad}")
     if next_obs is not None and next_obs.shape != obs.shape:
         raise _fail(name, "next_observations", f"expected shape {obs.shape}, got {next_obs.shape}")
+    if next_obs is not None and not np.all(np.isfinite(next_obs)):
+        bad = np.argwhere(~np.isfinite(next_obs))[0]
+        raise _fail(name, "next_observations", f"expected finite values, got NaN/inf at {bad}")
     terminals = arrays["terminals"].astype(bool)
     timeouts = arrays["timeouts"].astype(bool)
     ends = np.flatnonzero(terminals | timeouts) + 1

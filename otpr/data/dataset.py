@@ -121,16 +121,16 @@ def validate_episode(
     def key_of(f: str) -> str:
         return keys.get(f, f"{prefix}/{f}")
 
-    obs = np.asarray(ep.obs)
+    obs = numeric(ep.obs, source, key_of("obs"))
     if obs.ndim != 2:
         raise _fail(source, key_of("obs"), f"expected a [T, obs_dim] array, got shape {obs.shape}")
     T = obs.shape[0]
     if T == 0:
         raise _fail(source, key_of("obs"), "expected a non-empty episode, got 0 steps")
     checks = {
-        "actions": (np.asarray(ep.actions), 2),
-        "rewards": (np.asarray(ep.rewards), 1),
-        "dones": (np.asarray(ep.dones), 1),
+        "actions": (numeric(ep.actions, source, key_of("actions")), 2),
+        "rewards": (numeric(ep.rewards, source, key_of("rewards")), 1),
+        "dones": (numeric(ep.dones, source, key_of("dones")), 1),
     }
     for key, (arr, ndim) in checks.items():
         if arr.ndim != ndim or arr.shape[0] != T:
@@ -143,13 +143,14 @@ def validate_episode(
             key_of("actions"),
             f"expected action dimension {action_dim}, got {actions.shape[1]}",
         )
-    for key, arr in (("obs", obs), ("actions", actions), ("rewards", checks["rewards"][0])):
+    rewards, dones = checks["rewards"][0], checks["dones"][0]
+    for key, arr in (("obs", obs), ("actions", actions), ("rewards", rewards), ("dones", dones)):
         if not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise _fail(source, key_of(key), f"expected finite values, got NaN/inf at {bad}")
     final_obs = ep.final_obs
     if final_obs is not None:
-        final_obs = np.asarray(final_obs, dtype=np.float32)
+        final_obs = numeric(final_obs, source, key_of("final_obs")).astype(np.float32)
         if final_obs.shape != obs.shape[1:] or not np.all(np.isfinite(final_obs)):
             raise _fail(
                 source,
@@ -157,16 +158,30 @@ def validate_episode(
                 f"expected {obs.shape[1:]} finite values, got shape {final_obs.shape}",
             )
     for key, img in ep.images.items():
-        if np.asarray(img).shape[0] != T:
-            raise _fail(source, key_of(key), f"expected {T} frames (as obs), got {np.shape(img)}")
+        img = np.asarray(img)
+        if img.ndim == 0 or img.shape[0] != T:
+            raise _fail(source, key_of(key), f"expected {T} frames (as obs), got {img.shape}")
     return replace(
         ep,
         obs=obs.astype(np.float32, copy=False),
         actions=actions.astype(np.float32, copy=False),
-        rewards=checks["rewards"][0].astype(np.float32, copy=False),
-        dones=checks["dones"][0].astype(bool, copy=False),
+        rewards=rewards.astype(np.float32, copy=False),
+        dones=dones.astype(bool, copy=False),
         final_obs=final_obs,
     )
+
+
+def numeric(value: Any, source: str | Path, key: str) -> np.ndarray:
+    """``value`` as a numeric array (bool, integer or float); strings, objects and complex
+    numbers raise :class:`DatasetError` naming ``key``."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as e:  # ragged nested lists
+        got = f"{type(value).__name__} ({e})"
+        raise _fail(source, key, f"expected a numeric array, got {got}") from None
+    if arr.dtype.kind not in "biuf":
+        raise _fail(source, key, f"expected numbers (bool, int or float), got dtype {arr.dtype}")
+    return arr
 
 
 def _check_consistent(episodes: list[Episode], source: str | Path, names: list[str]) -> None:
@@ -198,3 +213,82 @@ def _open_hdf5(path: Path) -> Any:
         return h5py.File(path, "r")
     except OSError as e:
         raise DatasetError(f"{path}: not a readable hdf5 file ({e})") from None
+
+
+#: What h5py raises on an object it cannot open or read (a damaged or truncated file).
+_HDF5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError)
+
+
+def _hdf5_get(group: Any, key: str, source: str | Path, name: str) -> Any:
+    """``group[key]`` (an h5py object) or None where it does not exist; an object that cannot
+    be opened raises :class:`DatasetError` naming ``name``."""
+    try:
+        return group.get(key)
+    except _HDF5_ERRORS as e:
+        raise _fail(source, name, f"expected a readable object, got an error ({e})") from None
+
+
+def _hdf5_group(group: Any, key: str, source: str | Path, name: str) -> Any:
+    """The hdf5 group ``group[key]``; missing, or not a group, raises :class:`DatasetError`."""
+    import h5py
+
+    obj = _hdf5_get(group, key, source, name)
+    if obj is None:
+        raise _fail(source, name, "expected a group, not found")
+    if not isinstance(obj, h5py.Group):
+        raise _fail(source, name, f"expected a group, got a {type(obj).__name__}")
+    return obj
+
+
+def _hdf5_array(group: Any, key: str, source: str | Path, name: str) -> np.ndarray:
+    """The hdf5 dataset ``group[key]`` read into memory as a numeric array; missing, not a
+    dataset, unreadable or not numeric raises :class:`DatasetError` naming ``name``."""
+    import h5py
+
+    obj = _hdf5_get(group, key, source, name)
+    if obj is None:
+        raise _fail(source, name, "expected a dataset, not found")
+    if not isinstance(obj, h5py.Dataset):
+        raise _fail(source, name, f"expected a dataset, got a {type(obj).__name__}")
+    try:
+        value = obj[()]
+    except _HDF5_ERRORS as e:
+        raise _fail(source, name, f"expected readable data, got an error ({e})") from None
+    return numeric(value, source, name)
+
+
+def _read_attr(attrs: Any, key: str, source: str | Path, name: str) -> Any:
+    """``attrs[key]``, None where it is absent; an unreadable one raises DatasetError."""
+    try:
+        return attrs[key] if key in attrs else None
+    except _HDF5_ERRORS as e:
+        raise _fail(source, name, f"expected a readable attribute, got an error ({e})") from None
+
+
+def _int_attr(attrs: Any, key: str, source: str | Path, name: str) -> int | None:
+    """The attribute ``attrs[key]`` as an int (a bool counts as 0/1), None where it is absent;
+    a value that is not one integer raises :class:`DatasetError` naming ``name``."""
+    value = _read_attr(attrs, key, source, name)
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "biu":
+        raise _fail(source, name, f"expected one integer, got {value!r:.80}")
+    return int(arr.reshape(()).item())
+
+
+def _json_attr(attrs: Any, key: str, source: str | Path, name: str, kind: type) -> Any:
+    """The attribute ``attrs[key]`` parsed as JSON of type ``kind`` (``object``: any), None
+    where it is absent; anything else raises :class:`DatasetError` naming ``name``."""
+    import json
+
+    value = _read_attr(attrs, key, source, name)
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):  # not text, not JSON, not UTF-8
+        raise _fail(source, name, f"expected a JSON {kind.__name__}, got {value!r:.80}") from None
+    if not isinstance(parsed, kind):
+        raise _fail(source, name, f"expected a JSON {kind.__name__}, got {type(parsed).__name__}")
+    return parsed

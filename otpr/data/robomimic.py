@@ -11,11 +11,17 @@ from typing import Any
 import numpy as np
 
 from otpr.data.dataset import (
+    _HDF5_ERRORS,
     DatasetError,
     DemoDataset,
     Episode,
     _check_consistent,
     _fail,
+    _hdf5_array,
+    _hdf5_get,
+    _hdf5_group,
+    _int_attr,
+    _json_attr,
     _open_hdf5,
     _require_file,
     validate_episode,
@@ -48,35 +54,21 @@ def read_robomimic_hdf5(
     sorted low-dim keys (2-D datasets) of the first demo. ``filter_key`` selects the demos listed
     in ``mask/<filter_key>``. ``image_keys`` are kept, unconcatenated, in ``Episode.images``.
     ``action_dim``, when given, is checked against every demo's actions.
+
+    Anything malformed (a missing or empty demo, a non-numeric or non-finite array, lengths
+    that disagree, an attribute of the wrong type, a damaged file) raises :class:`DatasetError`
+    naming the file, the key and what was expected.
     """
     path = _require_file(path)
     name = path.name
     with _open_hdf5(path) as f:
-        if "data" not in f:
-            raise _fail(name, "data", "expected the robomimic group 'data', not found")
-        data = f["data"]
-        env_args: dict[str, Any] = {}
-        if "env_args" in data.attrs:
-            try:
-                env_args = json.loads(data.attrs["env_args"])
-            except (TypeError, json.JSONDecodeError):
-                raise _fail(name, "data.attrs[env_args]", "expected a JSON string") from None
-        generation = None
-        if GENERATION_ATTR in data.attrs:
-            try:
-                generation = json.loads(data.attrs[GENERATION_ATTR])
-            except (TypeError, json.JSONDecodeError):
-                raise _fail(name, f"data.attrs[{GENERATION_ATTR}]", "expected JSON") from None
-
+        data = _hdf5_group(f, "data", name, "data")
+        env_args = _json_attr(data.attrs, "env_args", name, "data.attrs[env_args]", dict) or {}
+        generation = _json_attr(
+            data.attrs, GENERATION_ATTR, name, f"data.attrs[{GENERATION_ATTR}]", object
+        )
         if filter_key is not None:
-            mask_key = f"mask/{filter_key}"
-            if mask_key not in f:
-                have = sorted(f["mask"].keys()) if "mask" in f else []
-                raise _fail(name, mask_key, f"expected a filter key, file has {have}")
-            demos = [d.decode() if isinstance(d, bytes) else str(d) for d in f[mask_key][()]]
-            for d in demos:
-                if d not in data:
-                    raise _fail(name, mask_key, f"lists '{d}', which is not in 'data'")
+            demos = _filter_demos(f, data, filter_key, name)
         else:
             demos = list(data.keys())
         demos = sorted(demos, key=_demo_sort_key)
@@ -84,35 +76,39 @@ def read_robomimic_hdf5(
             raise _fail(name, "data", "expected at least one demo, got none")
 
         if obs_keys is None:
-            if OBS_KEYS_ATTR in data.attrs:
-                obs_keys = json.loads(data.attrs[OBS_KEYS_ATTR])
-            else:
+            obs_keys = _json_attr(
+                data.attrs, OBS_KEYS_ATTR, name, f"data.attrs[{OBS_KEYS_ATTR}]", list
+            )
+            if obs_keys is None:
                 first = f"data/{demos[0]}/obs"
-                if first not in f:
-                    raise _fail(name, first, "expected an obs group, not found")
-                obs_keys = sorted(k for k in f[first] if f[first][k].ndim == 2)
+                group = _hdf5_group(f, first, name, first)
+                obs_keys = sorted(k for k in group if getattr(group[k], "ndim", None) == 2)
+            elif not all(isinstance(k, str) for k in obs_keys):
+                raise _fail(
+                    name, f"data.attrs[{OBS_KEYS_ATTR}]", f"expected key names, got {obs_keys}"
+                )
         obs_keys = list(obs_keys)
         if not obs_keys:
             raise _fail(name, f"data/{demos[0]}/obs", "expected at least one low-dim obs key")
 
         episodes, key_dims = [], None
         for demo in demos:
-            g = data[demo]
             prefix = f"data/{demo}"
-            arrays = {}
-            for key in ("actions", "rewards", "dones"):
-                if key not in g:
-                    raise _fail(name, f"{prefix}/{key}", "expected a dataset, not found")
-                arrays[key] = g[key][()]
+            g = _hdf5_group(data, demo, name, prefix)
+            arrays = {
+                k: _hdf5_array(g, k, name, f"{prefix}/{k}") for k in ("actions", "rewards", "dones")
+            }
             parts, nexts = [], []
             for k in obs_keys:
-                if f"obs/{k}" not in g:
-                    raise _fail(name, f"{prefix}/obs/{k}", "expected an obs key, not found")
-                a = g["obs"][k][()]
+                a = _hdf5_array(g, f"obs/{k}", name, f"{prefix}/obs/{k}")
                 a = a.reshape(a.shape[0], -1) if a.ndim == 1 else a
                 if a.ndim != 2:
                     raise _fail(
                         name, f"{prefix}/obs/{k}", f"expected a [T, dim] array, got {a.shape}"
+                    )
+                if a.shape[0] == 0:
+                    raise _fail(
+                        name, f"{prefix}/obs/{k}", "expected a non-empty episode, got 0 steps"
                     )
                 if parts and a.shape[0] != parts[0].shape[0]:
                     raise _fail(
@@ -127,39 +123,35 @@ def read_robomimic_hdf5(
                         name, f"{prefix}/obs/{k}", f"expected finite values, got NaN/inf at {bad}"
                     )
                 parts.append(a)
-                if "next_obs" in g and k in g["next_obs"]:
-                    nexts.append(g["next_obs"][k][-1].reshape(-1))
+                if _hdf5_get(g, f"next_obs/{k}", name, f"{prefix}/next_obs/{k}") is not None:
+                    nexts.append(_next_obs(g, k, a, name, prefix))
             dims = tuple(int(p.shape[1]) for p in parts)
             if key_dims is None:
                 key_dims = dims
             elif dims != key_dims:
                 raise _fail(name, f"{prefix}/obs", f"expected key widths {key_dims}, got {dims}")
             obs = np.concatenate(parts, axis=1)
-            images = {}
-            for k in image_keys:
-                if f"obs/{k}" not in g:
-                    raise _fail(name, f"{prefix}/obs/{k}", "expected an image key, not found")
-                images[k] = g["obs"][k][()]
-            success = bool(g.attrs["success"]) if "success" in g.attrs else None
+            images = {k: _hdf5_array(g, f"obs/{k}", name, f"{prefix}/obs/{k}") for k in image_keys}
+            success = _int_attr(g.attrs, "success", name, f"{prefix}.attrs[success]")
             ep = Episode(
                 obs=obs,
                 actions=arrays["actions"],
                 rewards=arrays["rewards"],
                 dones=arrays["dones"],
-                success=success,
+                success=None if success is None else bool(success),
                 name=demo,
                 final_obs=np.concatenate(nexts) if len(nexts) == len(obs_keys) else None,
                 images=images,
             )
             episodes.append(validate_episode(ep, name, prefix, action_dim))
-            n = int(g.attrs.get("num_samples", obs.shape[0]))
-            if n != obs.shape[0]:
+            n = _int_attr(g.attrs, "num_samples", name, f"{prefix}.attrs[num_samples]")
+            if n is not None and n != obs.shape[0]:
                 raise _fail(
                     name, f"{prefix}.attrs[num_samples]", f"expected {obs.shape[0]}, got {n}"
                 )
         _check_consistent(episodes, name, [f"data/{d}" for d in demos])
-        if filter_key is None and "total" in data.attrs:
-            total = int(data.attrs["total"])
+        total = _int_attr(data.attrs, "total", name, "data.attrs[total]")
+        if filter_key is None and total is not None:
             if total != sum(len(ep) for ep in episodes):
                 raise _fail(
                     name,
@@ -167,7 +159,10 @@ def read_robomimic_hdf5(
                     f"expected {sum(len(ep) for ep in episodes)} (sum of demo lengths), "
                     f"got {total}",
                 )
-        filters = {k: len(f["mask"][k]) for k in f["mask"]} if "mask" in f else {}
+        filters = {}
+        if _hdf5_get(f, "mask", name, "mask") is not None:
+            mask = _hdf5_group(f, "mask", name, "mask")
+            filters = {k: len(_mask_names(mask, k, name)) for k in mask}
     return DemoDataset(
         episodes=episodes,
         env_args=env_args,
@@ -176,6 +171,59 @@ def read_robomimic_hdf5(
         obs_key_dims=tuple(key_dims or ()),
         metadata={"format": "robomimic", "generation": generation, "filters": filters},
     )
+
+
+def _mask_names(mask: Any, key: str, source: str) -> list[str]:
+    """The demo names listed in ``mask/<key>`` (bytes or text, a 1-D dataset)."""
+    import h5py
+
+    name = f"mask/{key}"
+    obj = _hdf5_get(mask, key, source, name)
+    if not isinstance(obj, h5py.Dataset):
+        raise _fail(source, name, f"expected a dataset of demo names, got a {type(obj).__name__}")
+    try:
+        names = obj[()]
+    except _HDF5_ERRORS as e:
+        raise _fail(source, name, f"expected readable data, got an error ({e})") from None
+    names = np.asarray(names)
+    if names.ndim != 1 or names.dtype.kind not in "SUO":
+        raise _fail(
+            source, name, f"expected a 1-D list of demo names, got {names.dtype} {names.shape}"
+        )
+    out = []
+    for d in names:
+        try:
+            out.append(d.decode() if isinstance(d, bytes) else str(d))
+        except UnicodeDecodeError:
+            raise _fail(source, name, f"expected UTF-8 demo names, got {d!r}") from None
+    return out
+
+
+def _filter_demos(f: Any, data: Any, filter_key: str, source: str) -> list[str]:
+    """The demos ``mask/<filter_key>`` lists, each checked to be in ``data``."""
+    mask_key = f"mask/{filter_key}"
+    if _hdf5_get(f, mask_key, source, mask_key) is None:
+        mask = _hdf5_get(f, "mask", source, "mask")
+        have = sorted(mask.keys()) if hasattr(mask, "keys") else []
+        raise _fail(source, mask_key, f"expected a filter key, file has {have}")
+    demos = _mask_names(_hdf5_group(f, "mask", source, "mask"), filter_key, source)
+    for d in demos:
+        if _hdf5_get(data, d, source, mask_key) is None:
+            raise _fail(source, mask_key, f"expected demos in 'data', got '{d}', which is not")
+    return demos
+
+
+def _next_obs(g: Any, key: str, obs: np.ndarray, source: str, prefix: str) -> np.ndarray:
+    """The last row of ``next_obs/<key>``: the observation after the demo's last action."""
+    name = f"{prefix}/next_obs/{key}"
+    nxt = _hdf5_array(g, f"next_obs/{key}", source, name)
+    nxt = nxt.reshape(nxt.shape[0], -1) if nxt.ndim == 1 else nxt
+    if nxt.shape != obs.shape:
+        raise _fail(source, name, f"expected shape {obs.shape} (as obs/{key}), got {nxt.shape}")
+    if not np.all(np.isfinite(nxt)):
+        bad = np.argwhere(~np.isfinite(nxt))[0]
+        raise _fail(source, name, f"expected finite values, got NaN/inf at {bad}")
+    return nxt[-1]
 
 
 def _atomic_path(path: Path) -> Path:
