@@ -225,6 +225,12 @@ def _job(raw: DictConfig, stages: tuple[str, ...]) -> dict[str, Any]:
     from otpr.loop import run
 
     cfg = apply_debug(_to_config(raw))
+    if cfg.checkpoint is not None:
+        from otpr import checkpoint as ckpt_io
+
+        # a missing checkpoint, or one of another format, is refused before the demos load
+        # (or are generated into data/)
+        ckpt_io.read_meta(cfg.checkpoint)
     run_dir = _run_dir(cfg)
     cfg.run_dir = str(run_dir)
     summary = run(cfg, run_dir, stages)

@@ -314,6 +314,7 @@ class Config:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", f"must be >= 0 (numpy seeds are unsigned), got {self.seed}")
         _check(self.threads >= 0, "threads", "must be >= 0")
         _one_of(self.weights, "weights", WEIGHTS)
         _check(

@@ -159,7 +159,9 @@ def generate_demos(
     spec = envs.task_spec(task, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     episodes: list[Episode] = []
     record: dict[str, Any] = {"seeds": [], "success": [], "episode_quality": [], "length": []}
-    env = None
+    # the env first (as the first episode would make it): a simulator that is not installed is
+    # refused before the progress bar shows
+    env = envs.make_single(task, seed, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     start = time.time()
     attempt = 0
     from tqdm import tqdm
@@ -182,8 +184,7 @@ def generate_demos(
         record["length"].append(len(ep))
         bar.update(1)
     bar.close()
-    if env is not None:
-        env.close()
+    env.close()
     if len(episodes) < num_episodes:
         raise RuntimeError(
             f"only {len(episodes)} of {num_episodes} successful episodes in {attempt} attempts"

@@ -11,7 +11,10 @@ line that names the file, the key and what it expected.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -694,3 +697,135 @@ def test_calvin_property(
         )
         names, kwargs = (fname, key), {}
     _calvin_refuses(root, kwargs, *names)
+
+
+# ------------------------------------------------------------------- the console command level
+
+
+def _refuses(cwd: Path, command: str, *settings: str) -> str:
+    """``<command> <settings>`` run as a console command in ``cwd``: status 2, one stderr line
+    ``<command>: error: ...``, and nothing written; returns the line."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / command), *settings],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OTPR_DEBUG": ""},
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: error: "), done.stderr[-3000:]
+    assert list(cwd.iterdir()) == [], list(cwd.iterdir())  # no run directory, no log
+    return lines[0]
+
+
+def _robomimic_cli(valid: Path, tmp: Path, edit: Callable[[h5py.File], object]) -> Path:
+    path = _robomimic_copy(valid, tmp)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    _truncate(path, 0.5)
+    return path
+
+
+def _d4rl_cli(valid: Path, tmp: Path) -> Path:
+    path = tmp / "d4rl.hdf5"
+    shutil.copy(valid, path)
+    with h5py.File(path, "a") as f:
+        _d4rl_edit(f, "nonfinite", "terminals", 4, np.nan)
+    return path
+
+
+def _minari_cli(valid: Path, tmp: Path) -> Path:
+    root, data = _minari_copy(valid, tmp)
+    with h5py.File(data / "main_data.hdf5", "a") as f:
+        _minari_edit(f, "shorter", 2, "actions", 0, 0.0)
+    return root / MINARI_ID
+
+
+def _calvin_cli(valid: Path, tmp: Path) -> Path:
+    root = _calvin_copy(valid, tmp)
+    _calvin_rewrite(root, 13, "object", "robot_obs", 0, 0.0)
+    return root
+
+
+# (command, how the file is made from the valid ones, settings, what the line must say). The
+# task (reach) wants 4-D actions: each corruption sits where the reader looks before that.
+CLI_CASES = {
+    "robomimic-empty-demo": (
+        "otpr",
+        lambda v, t: _robomimic_cli(
+            v["robomimic"], t, lambda f: _robomimic_edit(f, "empty", 0, "actions", 0, 0.0)
+        ),
+        [],
+        "demos.hdf5: data/demo_0/obs/robot0_eef_pos: expected a non-empty episode, got 0 steps",
+    ),
+    "robomimic-text-obs": (
+        "otpr-pretrain",
+        lambda v, t: _robomimic_cli(
+            v["robomimic"], t, lambda f: _robomimic_edit(f, "text", 0, "obs/object", 0, 0.0)
+        ),
+        [],
+        "demos.hdf5: data/demo_0/obs/object: expected numbers (bool, int or float), got dtype |S1",
+    ),
+    "robomimic-filter-names-a-missing-demo": (
+        "otpr-pretrain",
+        lambda v, t: _robomimic_cli(
+            v["robomimic"], t, ROBOMIMIC_ATTRS["filter-names-a-missing-demo"][0]
+        ),
+        ["task.demos.filter_key=train"],
+        "demos.hdf5: mask/train: expected demos in 'data', got 'demo_9'",
+    ),
+    "robomimic-truncated": (
+        "otpr-pretrain",
+        lambda v, t: _truncated(_robomimic_copy(v["robomimic"], t)),
+        [],
+        "demos.hdf5: not a readable hdf5 file",
+    ),
+    "d4rl-nan-flag": (
+        "otpr-pretrain",
+        lambda v, t: _d4rl_cli(v["d4rl"], t),
+        ["task.demos.format=d4rl"],
+        "d4rl.hdf5: terminals: expected finite flags, got NaN/inf at 4",
+    ),
+    "minari-length": (
+        "otpr-pretrain",
+        lambda v, t: _minari_cli(v["minari"], t),
+        ["task.demos.format=minari"],
+        f"{MINARI_ID}: episode_2/actions: expected 6 steps (as rewards), got 5",
+    ),
+    "calvin-object-array": (
+        "otpr-pretrain",
+        lambda v, t: _calvin_cli(v["calvin"], t),
+        ["task.demos.format=calvin"],
+        "episode_0000013.npz: robot_obs: expected a readable array",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_commands_refuse_malformed_demo_files(
+    robomimic_valid: Path,
+    d4rl_valid: Path,
+    minari_valid: Path,
+    calvin_valid: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    command, make, settings, expected = CLI_CASES[case]
+    valid = {
+        "robomimic": robomimic_valid,
+        "d4rl": d4rl_valid,
+        "minari": minari_valid,
+        "calvin": calvin_valid,
+    }
+    (tmp_path / "file").mkdir()
+    path = make(valid, tmp_path / "file")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    line = _refuses(cwd, command, f"task.demos.path={path}", *settings)
+    assert expected in line, line
