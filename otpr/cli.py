@@ -74,6 +74,8 @@ class DemosConfig:
             raise ConfigError("num_episodes: must be >= 1")
         if not 0.0 <= self.mixture <= 1.0:
             raise ConfigError("mixture: must be in [0, 1]")
+        if self.seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {self.seed}")
 
 
 @dataclass

@@ -61,6 +61,7 @@ class DemoConfig:
             ("expert", "near_optimal", "noisy", "dart", "suboptimal", "mixed"),
         )
         _check(self.num_episodes >= 1, "task.demos.num_episodes", "must be >= 1")
+        _check(self.seed >= 0, "task.demos.seed", f"must be >= 0, got {self.seed}")
         if self.action_noise is not None:
             _check(self.action_noise >= 0, "task.demos.action_noise", "must be >= 0")
 
@@ -112,6 +113,7 @@ class TaskConfig:
         _check(self.num_envs >= 1, "task.num_envs", "must be >= 1")
         _check(self.eval_num_envs >= 1, "task.eval_num_envs", "must be >= 1")
         _check(self.eval_episodes >= 1, "task.eval_episodes", "must be >= 1")
+        _check(self.eval_seed >= 0, "task.eval_seed", f"must be >= 0, got {self.eval_seed}")
         _check(0.0 < self.gamma <= 1.0, "task.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(self.max_episode_steps >= 1, "task.max_episode_steps", "must be >= 1")
         _check(self.reward_scale > 0, "task.reward_scale", "must be > 0")
