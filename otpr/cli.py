@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,13 @@ def _to_config(raw: DictConfig) -> Any:
     except OmegaConfBaseException as err:  # e.g. a mandatory value (???) left unset
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
+    unknown = _unknown_keys(raw, cfg)
+    if unknown:
+        key, owner = unknown[0]
+        raise ConfigError(
+            f"{key}: not a setting of {owner} (a key appended with + is refused: nothing would "
+            "read it)"
+        )
     task = getattr(cfg, "task", None)
     if task is not None:
         import envs
@@ -214,6 +221,22 @@ def _undo(state: _RunDirState) -> None:
                 os.truncate(f, before)
         elif not f.is_file() or f.read_bytes() != before:
             f.write_bytes(before)
+
+
+def _unknown_keys(raw: DictConfig, cfg: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """The keys of ``raw`` (``+key=value`` overrides) that no field of the typed ``cfg``
+    holds, with the class they are missing from; free-form dicts (``task.env_kwargs``) take
+    any key."""
+    if not is_dataclass(cfg):
+        return []
+    names = {f.name for f in fields(cfg)}
+    unknown = []
+    for key in raw:
+        if key not in names:
+            unknown.append((f"{prefix}{key}", type(cfg).__name__))
+        elif isinstance(raw[key], DictConfig):
+            unknown += _unknown_keys(raw[key], getattr(cfg, str(key)), f"{prefix}{key}.")
+    return unknown
 
 
 def _run_dir(cfg: Config) -> Path:

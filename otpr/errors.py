@@ -89,12 +89,11 @@ def _hydra_message(err: BaseException) -> str:
     override = getattr(err, "override", None)
     if override:  # the override grammar
         return f"{override}: {head}"
-    hints = [f" ({h[0].lower()}{h[1:]})" for h in lines[1:] if h.startswith("To ")]
     cause = err.__cause__
     omegaconf_errors = _classes("omegaconf.errors", "OmegaConfBaseException")
     if omegaconf_errors and isinstance(cause, omegaconf_errors):
-        return _omegaconf_message(cause) + "".join(hints)
-    return head + "".join(hints)
+        return _omegaconf_message(cause)  # (not Hydra's hint to append the key with +)
+    return head
 
 
 def _omegaconf_message(err: BaseException) -> str:

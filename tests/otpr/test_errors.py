@@ -83,7 +83,7 @@ def _compose_error(*overrides: str) -> Exception:
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        (("algo.guidence=Q",), ("algo.guidence", "guidence", "+algo.guidence=Q")),
+        (("algo.guidence=Q",), ("algo.guidence", "OTPRConfig")),
         (("task=nosuch",), ("task=nosuch", "expected one of", "reach")),
         (("algo.iterations=abc",), ("algo.iterations", "abc", "Integer")),
         (("algo.iterations=[",), ("algo.iterations=[",)),
@@ -94,6 +94,15 @@ def test_hydra_config_errors_name_the_key(overrides: tuple[str, ...], words) -> 
     assert message is not None and "\n" not in message, message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_appended_keys_that_nothing_reads_are_refused() -> None:
+    with initialize_config_module("configs", version_base="1.3"):
+        for override, key in (("+foo=1", "foo"), ("+task.demos.pth=x", "task.demos.pth")):
+            with pytest.raises(ConfigError, match=f"^{key}: not a setting"):
+                cli._to_config(compose("config", overrides=[override]))
+        cfg = cli._to_config(compose("config", overrides=["+task.env_kwargs.foo=1"]))
+    assert cfg.task.env_kwargs["foo"] == 1  # a free-form dict takes any key
 
 
 def test_run_command_prints_one_line_and_returns_2(capsys: pytest.CaptureFixture) -> None:
@@ -173,6 +182,7 @@ def _assert_refused(done: subprocess.CompletedProcess, command: str, *words: str
     [
         ("otpr", ["algo.iterations=-3"], ["algo.iterations", "got -3"]),
         ("otpr", ["algo.guidence=Q"], ["algo.guidence"]),
+        ("otpr", ["+algo.guidence=Q"], ["algo.guidence", "not a setting of OTPRConfig"]),
         ("otpr", ["task=nosuch"], ["task=nosuch", "reach"]),
         ("otpr", ["task.name=nosuch"], ["task.name", "nosuch"]),
         ("otpr-pretrain", ["task.demos.path=missing.hdf5"], ["missing.hdf5"]),
