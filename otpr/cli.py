@@ -540,8 +540,10 @@ def _entry(command: str, app: Any) -> None:
     def body() -> None:
         try:
             app()
+            return
         except _Refused as refused:
-            raise refused.error from None
+            error = refused.error
+        raise error  # outside the except block: its own cause chain, not _Refused, shows
 
     try:
         status = run_command(command, body)
