@@ -540,7 +540,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 if not self._stale(socket.gethostname()):
-                    raise RuntimeError(
+                    raise CheckpointError(
                         f"{self.path}: the run directory is in use by process "
                         f"{self.path.read_text().strip()!r}; stop it first, or delete the lock "
                         "file if that process is gone"
@@ -551,7 +551,7 @@ class RunLock:
                 f.write(me)
             self.held = True
             return
-        raise RuntimeError(f"{self.path}: could not take the lock")
+        raise CheckpointError(f"{self.path}: could not take the run directory's lock")
 
     def _stale(self, host: str) -> bool:
         try:

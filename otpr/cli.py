@@ -523,7 +523,8 @@ def _help(command: str) -> str:
         eval_settings="  " + ", ".join(EVAL_SETTINGS), errors="\n" + ERRORS_HELP
     )
     if command in ("otpr", "otpr-pretrain", "otpr-finetune", "otpr-eval"):
-        algos = "|".join(registered())
+        configs = Path(__file__).parents[1] / "configs" / "algo"
+        algos = "|".join(sorted({*registered(), *(p.stem for p in configs.glob("[!_]*.yaml"))}))
         text += "\n" + _OVERRIDES.format(tasks="|".join(tasks), algos=algos) + "\n"
     return text
 

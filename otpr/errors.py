@@ -110,7 +110,9 @@ def refusal(err: BaseException) -> str | None:
     Refusals: ``DatasetError`` (and CALVIN's ``CalvinDatasetError``), ``ConfigError``,
     ``CheckpointError``, :class:`UsageError`, Hydra's and OmegaConf's config errors (an unknown
     key, a missing group option, a value of the wrong type), ``FileNotFoundError`` and an
-    ``ImportError`` of an optional package (``OPTIONAL_PACKAGES``; ``CalvinUnavailableError``).
+    ``ImportError`` of an optional package (``OPTIONAL_PACKAGES``; ``CalvinUnavailableError``),
+    and the ``FloatingPointError`` of a run stopped on a non-finite loss or weight (its message
+    names the value, the iteration and the last good checkpoint).
     """
     from otpr.config import ConfigError
     from otpr.data.dataset import DatasetError
@@ -124,6 +126,8 @@ def refusal(err: BaseException) -> str | None:
     )
     if isinstance(err, named):
         return one_line(str(err)) or type(err).__name__
+    if isinstance(err, FloatingPointError):  # a run stopped on a non-finite loss or weight
+        return one_line(str(err)) or "non-finite value"
     hydra_errors = _classes("hydra.errors", "ConfigCompositionException", "OverrideParseException")
     if hydra_errors and isinstance(err, hydra_errors):
         return _hydra_message(err)

@@ -68,7 +68,7 @@ from otpr import checkpoint as ckpt_io
 from otpr import evaluation, faults
 from otpr.algos import Step, finite_or_raise, make_algorithm
 from otpr.buffer import ReplayBuffer, TrainingData
-from otpr.config import Config, to_dict
+from otpr.config import Config, ConfigError, to_dict
 from otpr.data import make_windows
 from otpr.demos import demo_transitions, load_demos, task_spec_of
 from otpr.logger import MetricsLogger
@@ -662,8 +662,9 @@ def run(
                 trainer.pretrain()
             if "finetune" in stages and cfg.algo.iterations > 0:
                 if trainer.state.phase == "init":
-                    raise ValueError(
-                        "fine-tuning needs a pretrained policy: run the pretrain stage or pass "
+                    raise ConfigError(
+                        "checkpoint: fine-tuning needs a pretrained policy: run the pretrain "
+                        "stage or pass "
                         "checkpoint=<pretrained run dir>"
                     )
                 if not any(e["env_steps"] == 0 for e in trainer.state.evals):

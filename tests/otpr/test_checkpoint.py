@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otpr.checkpoint import RunLock
+from otpr.checkpoint import CheckpointError, RunLock
 
 
 def _lock_file(run_dir: Path, pid: int) -> None:
@@ -19,7 +19,7 @@ def test_a_live_holder_is_refused_by_pid(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         _lock_file(tmp_path, holder.pid)
-        with pytest.raises(RuntimeError, match=str(holder.pid)):
+        with pytest.raises(CheckpointError, match=str(holder.pid)):
             RunLock(tmp_path).acquire()
         assert (tmp_path / ".lock").exists()  # the holder's lock is left alone
     finally:
@@ -34,7 +34,7 @@ def test_a_dead_holder_is_taken_over_and_released(tmp_path: Path) -> None:
     lock = RunLock(tmp_path)
     lock.acquire()
     assert (tmp_path / ".lock").read_text().split()[0] != str(gone.pid)
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(CheckpointError, match="in use"):
         other_host = tmp_path / "other"
         other_host.mkdir()
         (other_host / ".lock").write_text("1 some-other-machine")

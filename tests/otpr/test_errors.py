@@ -51,6 +51,7 @@ def _kitchen_import_error() -> ImportError:
         (CalvinUnavailableError(INSTALL_HINT), "calvin_env"),
         (_kitchen_import_error(), "Franka Kitchen needs gymnasium-robotics"),
         (ConfigError("a: first line\n  second line"), "a: first line second line"),
+        (FloatingPointError("non-finite training metrics at iteration 2"), "iteration 2"),
     ],
 )
 def test_refusals_have_one_line(err: Exception, line: str) -> None:
@@ -276,3 +277,8 @@ def test_help_names_the_debug_switch(capsys: pytest.CaptureFixture) -> None:
         with pytest.raises(SystemExit) as exit_:
             module.main(["--help"])
         assert exit_.value.code == 0 and f"{DEBUG_ENV}=1" in capsys.readouterr().out, module
+
+
+def test_help_lists_every_algo_config() -> None:
+    line = next(x for x in cli._help("otpr").splitlines() if "algo=<name>" in x)
+    assert "otpr_paper" in line and "dppo" in line  # a named config as well as the registry
