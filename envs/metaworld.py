@@ -189,10 +189,12 @@ class MetaWorldEnv(gym.Env):
         if snap["task"] != self._active:
             raise ValueError(f"snapshot of task {snap['task']!r}, env is on {self._active!r}")
         env = self.sim_env
-        mujoco.mj_setState(
-            env.model, env.data, snap["physics"], mujoco.mjtState.mjSTATE_INTEGRATION
-        )
-        mujoco.mj_forward(env.model, env.data)
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(env.model, env.data, snap["physics"], kind)
+        mujoco.mj_forward(env.model, env.data)  # positions, contacts, sites of the state
+        # mj_forward overwrote the solver's warm start with its own accelerations; the next
+        # step must start from the snapshot's, or contact-rich steps differ slightly
+        mujoco.mj_setState(env.model, env.data, snap["physics"], kind)
         env._prev_obs = np.copy(snap["prev_obs"])
         env._last_stable_obs = np.copy(snap["last_stable_obs"])
         env.curr_path_length = snap["path_length"]

@@ -63,6 +63,7 @@ vector.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -269,6 +270,60 @@ class RobomimicEnv(gym.Env):
         truncated = self._t >= self.max_episode_steps and not terminated
         info: dict[str, Any] = {"success": success}
         return self._observe(info), float(success), terminated, truncated, info
+
+    @property
+    def last_shaped_reward(self) -> float:
+        """robosuite's dense staged reward (reach, grasp, lift / place) of the current state,
+        whatever the training reward: the oracle ``otpr-diagnose`` scores candidates with."""
+        env = self._sim_env
+        shaping, env.reward_shaping = env.reward_shaping, True
+        try:
+            return float(env.reward())
+        finally:
+            env.reward_shaping = shaping
+
+    def _stateful(self) -> list[Any]:
+        """The Python objects that carry state between control steps besides the simulator:
+        the env's counters, the robot, its controllers (OSC goals, interpolators) and grippers
+        (the gripper's ``current_action`` moves by a fixed speed per step)."""
+        robot = self._sim_env.robots[0]
+        return [self._sim_env, robot, *robot.part_controllers.values(), *robot.gripper.values()]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a :meth:`restore` needs to continue this episode from here exactly: the
+        simulator's integration state and every numeric attribute of the objects that carry
+        state between steps (:meth:`_stateful`); for probing several actions from one state."""
+        import mujoco
+
+        sim = self._sim_env.sim
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(sim.model._model, kind))
+        mujoco.mj_getState(sim.model._model, sim.data._data, physics, kind)
+        numeric = (np.ndarray, np.generic, float, int, bool)
+        attrs = [
+            {k: copy.deepcopy(v) for k, v in vars(o).items() if isinstance(v, numeric)}
+            for o in self._stateful()
+        ]
+        return {"task": self.task, "physics": physics, "attrs": attrs, "t": self._t}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` of the current episode."""
+        import mujoco
+
+        if snap["task"] != self.task:
+            raise ValueError(f"snapshot of task {snap['task']!r}, env is on {self.task!r}")
+        sim = self._sim_env.sim
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        model, data = sim.model._model, sim.data._data
+        mujoco.mj_setState(model, data, snap["physics"], kind)
+        mujoco.mj_forward(model, data)  # positions, contacts, sensors of the restored state
+        # mj_forward overwrote the solver's warm start with its own accelerations; the next
+        # step must start from the snapshot's, or contact-rich steps differ by ~1e-6
+        mujoco.mj_setState(model, data, snap["physics"], kind)
+        for obj, attrs in zip(self._stateful(), snap["attrs"], strict=True):
+            for k, v in attrs.items():
+                setattr(obj, k, copy.deepcopy(v))
+        self._t = snap["t"]
 
     def render(self) -> np.ndarray:
         if not self.pixels:

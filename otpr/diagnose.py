@@ -13,8 +13,9 @@ Two kinds of numbers:
                               candidate 2: ...                                --restore-->
                               ...                (then the policy's own sample is executed)
 
-Meta-World tasks can be snapshotted (``envs.metaworld.MetaWorldEnv.snapshot``); other suites
-are refused with a message.
+Meta-World and robosuite (Robomimic) tasks can be snapshotted (``MetaWorldEnv.snapshot``,
+``RobomimicEnv.snapshot``; robosuite's shaped reward is its staged reach/grasp/lift/place
+reward); Kitchen and CALVIN are refused with a message.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
 
 PROG = "otpr-diagnose"
 GUIDANCES = ("H", "Hc", "Q", "A", "uniform")
+SNAPSHOT_SUITES = ("metaworld", "robomimic")  # envs with snapshot() and last_shaped_reward
 
 
 def weight_spread(weights: torch.Tensor) -> dict[str, float]:
@@ -140,10 +142,10 @@ def probe(
         raise UsageError(
             f"{ckpt}: algo={meta.get('algo')} has no guidance weights to diagnose (algo=otpr)"
         )
-    if envs.suite_of(cfg.task.name) != "metaworld":
+    if envs.suite_of(cfg.task.name) not in SNAPSHOT_SUITES:
         raise UsageError(
-            f"task.name={cfg.task.name!r}: the oracle needs simulator snapshots, which only "
-            "Meta-World tasks provide here"
+            f"task.name={cfg.task.name!r}: the oracle needs simulator snapshots and a shaped "
+            f"reward, which only the {' and '.join(SNAPSHOT_SUITES)} tasks provide here"
         )
     cfg.progress = False
     trained_with = cfg.algo.guidance
@@ -216,7 +218,8 @@ def _table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``otpr-diagnose``; exit status 2 with one line on stderr (``otpr.errors``) where the
-    arguments are wrong or the checkpoint is missing, not OTPR's or not a Meta-World task's."""
+    arguments are wrong or the checkpoint is missing, not OTPR's or not a Meta-World or
+    robosuite task's."""
     return run_command(PROG, lambda: _main(argv))
 
 
@@ -225,8 +228,9 @@ def _main(argv: list[str] | None) -> int:
         prog=PROG,
         description=(
             "Does the guidance rank actions? From the states an OTPR checkpoint's policy "
-            "reaches (Meta-World), every candidate chunk is executed from the same simulator "
-            "snapshot and scored by the task's shaped reward; prints, per guidance (H, Hc, Q, A, "
+            "reaches (Meta-World or robosuite), every candidate chunk is executed from the same "
+            "simulator snapshot and scored by the task's shaped reward; prints, per guidance "
+            "(H, Hc, Q, A, "
             "uniform), the within-state rank correlation of weight and score, the score z of "
             "the top-weighted and of the resampled candidate, the best z there was, the share "
             "of states whose weights are all 0 and the within-state share of the weights' "

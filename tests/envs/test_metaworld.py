@@ -63,9 +63,9 @@ def test_mt10_draws_several_task_classes() -> None:
 
 @pytest.mark.parametrize("task", ["reach-v3", "pick-place-v3"])
 def test_snapshot_restores_the_episode_exactly(task: str) -> None:
-    """From a snapshot, the same actions give the same observations, rewards, success flags
-    and time limit, and a different probe in between leaves no trace (the shaped reward agrees
-    to rounding: pick-place's reads contact quantities the snapshot does not pin bit for bit)."""
+    """From a snapshot, the same actions give the same observations, rewards, shaped rewards,
+    success flags and time limit bit for bit, and a different probe in between leaves no trace
+    (the restore keeps the solver's warm start, which contact-rich pick-place depends on)."""
     env = envs.make_single(task, seed=3, max_episode_steps=12, reward="sparse")
     env.reset(seed=5)
     rng = np.random.default_rng(0)
@@ -91,5 +91,5 @@ def test_snapshot_restores_the_episode_exactly(task: str) -> None:
     assert len(first) == len(second) == 8 and first[-1][4]  # the limit still falls at step 12
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a[0], b[0])
-        assert (a[1], a[3:]) == (b[1], b[3:]) and a[2] == pytest.approx(b[2], rel=1e-9, abs=1e-12)
+        assert a[1:] == b[1:]
     assert len({x[2] for x in first}) > 1  # the shaped reward moves with the actions

@@ -14,6 +14,13 @@ import torch
 
 from otpr.diagnose import actor_weight_stats, main, rank_stats, weight_spread
 
+try:
+    import robosuite  # noqa: F401
+
+    HAVE_ROBOSUITE = True
+except ImportError:
+    HAVE_ROBOSUITE = False
+
 BIN = Path(sys.executable).parent
 Z = 1.5 / np.sqrt(1.25)  # z of the best of 4 equally spaced scores
 
@@ -84,3 +91,19 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     assert main(["--checkpoint", str(dppo)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("otpr-diagnose: error:") and "algo=dppo" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.robosuite
+@pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
+def test_otpr_diagnose_on_a_robosuite_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    """robosuite tasks are probed too: candidates from one snapshot, scored by the staged
+    shaped reward, which differs between the candidates of a state."""
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path, "task=lift")
+    out_json = tmp_path / "diag.json"
+    assert main(["--checkpoint", str(run), "--episodes", "1", "--out", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["task"] == "lift" and result["decisions"] >= 5
+    uniform = result["rank"]["uniform"]
+    assert uniform["spearman"] == 0.0 and uniform["best_z"] > 0  # candidates' scores differ
