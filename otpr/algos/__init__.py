@@ -6,6 +6,9 @@ name     method                                             module
 otpr     OTPR: IQL critic + OT potentials, H-weighted DSM   ``otpr/algos/otpr.py``
 dppo     DPPO (Ren et al. 2024): PPO through the denoising  ``otpr/algos/dppo.py``
          chain
+idql     IDQL (Hansen-Estruch et al. 2023): IQL critic,     ``otpr/algos/idql.py``
+         unweighted DSM, candidates resampled by the
+         expectile implicit policy
 bc       behaviour cloning only                             ``otpr/algos/bc.py``
 =======  =================================================  ===========================
 
@@ -24,7 +27,7 @@ from otpr.algos.base import (
 )
 
 # the built-in algorithms register themselves on import
-from otpr.algos import bc, dppo, otpr  # noqa: E402, F401  isort: skip
+from otpr.algos import bc, dppo, idql, otpr  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "Algorithm",

@@ -123,6 +123,35 @@ class Algorithm(ABC):
         part = self.policy.normalizer.normalize_action(actions[..., : self.act_steps, :])
         return part.flatten(-2)
 
+    def transitions(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A replay batch of raw chunk transitions as a critic sees them: normalised flat
+        ``obs`` / ``next_obs`` (:meth:`state`), the normalised executed part ``act``
+        (:meth:`executed`), and ``reward``, ``terminated``, ``discount`` as stored."""
+        return {
+            "obs": self.state(batch["obs"]),
+            "act": self.executed(batch["actions"]),
+            "reward": batch["reward"],
+            "next_obs": self.state(batch["next_obs"]),
+            "terminated": batch["terminated"],
+            "discount": batch["discount"],
+        }
+
+    def actor_pairs(
+        self, data: TrainingData, size: int, demo_fraction: float, recent: int = 0
+    ) -> tuple[Tensor, Tensor, int]:
+        """Raw (obs [B, T_o, D], chunk [B, H, A]) pairs for a policy step: ``size - n`` replay
+        pairs (the ``recent`` newest only when > 0) followed by ``n = round(demo_fraction *
+        size)`` pairs of ``TrainingData.demo_batch`` (demos, and with ``algo.success_to_demos``
+        the run's successful episodes). Returns (obs, chunks, n)."""
+        num_demo = int(round(demo_fraction * size))
+        batch = data.batch(size - num_demo, recent=recent)
+        obs, act = batch["obs"], batch["actions"]
+        if num_demo:
+            d_obs, d_act = data.demo_batch(num_demo)
+            obs = torch.cat([obs, d_obs.to(obs.device)])
+            act = torch.cat([act, d_act.to(act.device)])
+        return obs, act, num_demo
+
     # ------------------------------------------------------------------ what the loop calls
     def prepare(self, demo_obs: np.ndarray, demo_act: np.ndarray) -> None:  # noqa: B027 (a hook)
         """Called once the policy's normaliser is fitted on the demo windows and again after

@@ -295,16 +295,7 @@ class OTPR(Algorithm):
     # ------------------------------------------------------------------ updates
     def update_critic(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One IQL step on a replay batch of raw chunk transitions."""
-        return self.critic.update(
-            {
-                "obs": self.state(batch["obs"]),
-                "act": self.executed(batch["actions"]),
-                "reward": batch["reward"],
-                "next_obs": self.state(batch["next_obs"]),
-                "terminated": batch["terminated"],
-                "discount": batch["discount"],
-            }
-        )
+        return self.critic.update(self.transitions(batch))
 
     def update_potentials(self, obs: Tensor, actions: Tensor) -> dict[str, float]:
         """One dual step on independent state and action batches (a sample of mu x nu)."""
