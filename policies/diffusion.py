@@ -305,16 +305,43 @@ class DiffusionPolicy(ScorePolicy):
         draw from ``generator``; with a deterministic sampler (DDIM eta = 0, DPM-Solver) the
         chunk is then a function of (obs, x_T), the latent a noise-space policy steers.
         """
-        cond = self._repeated_cond(obs, num_samples, "sample")
+        return self._draw(obs, num_samples, generator, x_T, self.num_steps, "sample")
+
+    def rsample(
+        self,
+        obs: Tensor,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        num_steps: int | None = None,
+    ) -> Tensor:
+        """``sample`` with gradients: the chunks [B, num_samples, H, action_dim] are a
+        differentiable function of the network's parameters, back-propagated through every
+        denoising step (the injected noise is drawn, then held fixed: a reparameterised
+        sample, as Diffusion-QL trains its actor through the reverse chain). ``num_steps``
+        shortens the chain (None: ``self.num_steps``); the memory grows with it.
+        """
+        steps = self.num_steps if num_steps is None else num_steps
+        return self._draw(obs, num_samples, generator, None, steps, "rsample")
+
+    def _draw(
+        self,
+        obs: Tensor,
+        num_samples: int,
+        generator: torch.Generator | None,
+        x_T: Tensor | None,
+        num_steps: int,
+        where: str,
+    ) -> Tensor:
+        cond = self._repeated_cond(obs, num_samples, where)
         eps_fn = self._eps_fn(cond)
         if x_T is None:
             x_T = self._noise(cond.shape[0], generator)
         else:
             shape = (obs.shape[0], num_samples, self.horizon, self.action_dim)
             if tuple(x_T.shape) != shape:
-                raise ValueError(f"sample: x_T has shape {tuple(x_T.shape)}, expected {shape}")
+                raise ValueError(f"{where}: x_T has shape {tuple(x_T.shape)}, expected {shape}")
             x_T = x_T.reshape(-1, self.horizon, self.action_dim).to(self.device)
-        common = dict(num_steps=self.num_steps, spacing=self.spacing, clip_x0=self._clip_x0)
+        common = dict(num_steps=num_steps, spacing=self.spacing, clip_x0=self._clip_x0)
         noise = dict(min_std=self.min_std, generator=generator, temperature=self.temperature)
         if self.sampler == "ddim":
             x = ddim_sample(eps_fn, self.sde, x_T, eta=self.eta, **noise, **common)
