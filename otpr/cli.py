@@ -503,6 +503,20 @@ Settings: task=<name> num_episodes=N quality=expert|near_optimal|noisy|dart|subo
 Example:
   otpr-demos task=can num_episodes=100 quality=expert out=data/can_expert.hdf5
 {errors}""",
+    "otpr-bench": """\
+otpr-bench: run a benchmark spec (configs/bench/<name>.yaml: tasks, algorithms, seeds, an
+env-step budget, the evaluation modes) fairly: one pretrained checkpoint per (task, seed) shared
+by every algorithm, each algorithm's iterations fitted to the budget, every final policy
+evaluated on the same seeds. Skips what finished, resumes what was interrupted, then writes
+report.md (the table), report.json and one curve plot per task under runs/bench/<name>.
+
+Settings: bench=<name> bench.seeds=[0,1,2] bench.algos=[bc,otpr,dppo] bench.env_steps=N
+          launcher=local|slurm  report_dir=<dir> (a copy of the report)  stage=all|report
+          debug=true (every run tiny)
+
+Example:
+  otpr-bench bench=reach report_dir=docs/bench
+{errors}""",
     "otpr-report": """\
 otpr-report: rebuild summary.json and curves.png of a run (also of one that was stopped), or
 plot several runs' success curves on one figure.

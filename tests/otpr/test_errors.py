@@ -192,6 +192,8 @@ def _assert_refused(done: subprocess.CompletedProcess, command: str, *words: str
         ("otpr-eval", ["checkpoint=/nonexistent"], ["/nonexistent", "no checkpoint"]),
         ("otpr-demos", ["num_episodes=0"], ["num_episodes", "got 0"]),
         ("otpr-report", ["run_dir=nowhere"], ["nowhere"]),
+        ("otpr-bench", ["bench.algos=[bc,sac]"], ["bench.algos", "'sac'"]),
+        ("otpr-bench", ["bench=nosuch"], ["bench=nosuch"]),
         ("otpr-failures", [], ["--checkpoint"]),
         ("otpr-average", ["--out", "soup", "nowhere"], ["nowhere"]),
         ("otpr-diagnose", ["--checkpoint", "nowhere"], ["nowhere"]),

@@ -1,0 +1,216 @@
+"""otpr-bench: the plan is fair by construction, finished work is skipped, the report's numbers
+are the runs' numbers, and the command runs a small spec end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import initialize_config_module
+
+from otpr.bench import BenchSpec, Job, collect, done, plan, write_report
+from otpr.config import ConfigError
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def hydra_configs():
+    with initialize_config_module("configs", version_base="1.3"):
+        yield
+
+
+def _spec(tmp_path: Path, **kw) -> BenchSpec:
+    base = dict(
+        name="t",
+        tasks=["reach"],
+        algos=["bc", "otpr", "dppo"],
+        seeds=[0, 1],
+        env_steps=50_000,
+        algo_overrides={"dppo": ["algo.eval_every=2"]},
+        out=str(tmp_path / "out"),
+    )
+    base.update(kw)
+    return BenchSpec(**base)
+
+
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        ({"tasks": ["reech"]}, "bench.tasks: 'reech'"),
+        ({"algos": ["bc", "otpr", "sac"]}, "bench.algos: 'sac'"),
+        ({"seeds": []}, "bench.seeds: must not be empty"),
+        ({"seeds": [0, 0]}, "bench.seeds: has a repeated entry"),
+        ({"seeds": [-1]}, "bench.seeds: must be ints >= 0"),
+        ({"eval_modes": ["greedy"]}, "bench.eval_modes"),
+        ({"env_steps": 0}, "bench.env_steps: must be >= 1"),
+        ({"algo_overrides": {"idql2": []}}, "bench.algo_overrides: 'idql2'"),
+    ],
+)
+def test_a_bad_spec_is_refused_by_key(tmp_path, kw, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
+        _spec(tmp_path, **kw)
+
+
+def test_every_algorithm_of_a_seed_starts_from_one_checkpoint_within_the_budget(
+    tmp_path, hydra_configs
+):
+    spec = _spec(tmp_path)
+    planned = plan(spec)
+    jobs = planned["jobs"]
+    out = tmp_path / "out"
+    assert [j.name for j in jobs["pretrain"]] == ["reach/bc_s0", "reach/bc_s1"]
+    for j in jobs["finetune"]:
+        assert f"checkpoint={out}/reach/bc_s{j.seed}" in j.overrides
+        assert f"seed={j.seed}" in j.overrides
+    # reach: 8 envs x 40 decisions x 4 steps for OTPR, x 75 decisions for DPPO
+    assert planned["budgets"]["reach/otpr"]["env_steps_per_iteration"] == 1280
+    assert planned["budgets"]["reach/dppo"]["env_steps_per_iteration"] == 2400
+    its = {j.algo: j.overrides for j in jobs["finetune"] if j.seed == 0}
+    assert "algo.iterations=40" in its["otpr"]  # ceil(50000 / 1280)
+    assert "algo.iterations=21" in its["dppo"]  # ceil(50000 / 2400)
+    assert "algo.eval_every=2" in its["dppo"] and "algo.eval_every=2" not in its["otpr"]
+    # every policy (the BC start too) in both modes, on the same evaluation settings
+    assert len(jobs["evaluate"]) == 3 * 2 * 2
+    bc_evals = [j for j in jobs["evaluate"] if j.algo == "bc" and j.seed == 1]
+    assert {j.mode for j in bc_evals} == {"stochastic", "noisefree"}
+    assert all(f"checkpoint={out}/reach/bc_s1" in j.overrides for j in bc_evals)
+    det = {j.mode: j.overrides for j in bc_evals}
+    assert "algo.eval_deterministic=true" in det["noisefree"]
+    assert "algo.eval_deterministic=false" in det["stochastic"]
+
+
+def test_the_budget_sets_the_iterations(tmp_path, hydra_configs):
+    planned = plan(_spec(tmp_path, env_steps=12_800, algos=["otpr"]))
+    assert planned["budgets"]["reach/otpr"]["iterations"] == 10
+    assert (
+        plan(_spec(tmp_path, env_steps=12_801, algos=["otpr"]))["budgets"]["reach/otpr"][
+            "iterations"
+        ]
+        == 11
+    )
+
+
+def _summary(run: Path, iterations: int, env_steps: int = 50_000, wall: float = 100.0) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "summary.json").write_text(
+        json.dumps({"iterations": iterations, "env_steps": env_steps, "wall_time_s": wall})
+    )
+
+
+def _eval(out: Path, name: str, success: float) -> None:
+    d = out / "reach" / "evals" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "eval.json").write_text(json.dumps({"eval/success": success}))
+
+
+def test_done_means_finished_at_the_planned_iterations_and_evaluated_after(tmp_path, hydra_configs):
+    spec = _spec(tmp_path, seeds=[0])
+    planned = plan(spec)
+    out = tmp_path / "out"
+    ft = next(j for j in planned["jobs"]["finetune"] if j.algo == "otpr")
+    ev = next(j for j in planned["jobs"]["evaluate"] if j.algo == "otpr" and j.mode == "noisefree")
+    assert not done(ft, spec, planned["budgets"])
+    _summary(out / "reach" / "otpr_s0", iterations=39)  # stopped early, or a smaller budget
+    assert not done(ft, spec, planned["budgets"])
+    _summary(out / "reach" / "otpr_s0", iterations=40)
+    assert done(ft, spec, planned["budgets"])
+    _eval(out, "otpr_s0_noisefree", 0.5)
+    assert done(ev, spec, planned["budgets"])
+    time.sleep(0.01)
+    _summary(out / "reach" / "otpr_s0", iterations=40)  # the run changed after its evaluation
+    later = time.time() + 5
+    os.utime(out / "reach" / "otpr_s0" / "summary.json", (later, later))
+    assert not done(ev, spec, planned["budgets"])
+
+
+def test_the_report_holds_each_finished_seed_and_its_mean_and_standard_error(
+    tmp_path, hydra_configs
+):
+    spec = _spec(tmp_path, seeds=[0, 1, 2], algos=["bc", "otpr"])
+    planned = plan(spec)
+    out = tmp_path / "out"
+    for s, (start, final) in enumerate([(0.5, 0.8), (0.6, 0.9), (0.55, 0.7)]):
+        _summary(out / "reach" / f"bc_s{s}", iterations=0, env_steps=0, wall=40.0)
+        if s < 2:  # seed 2's fine-tuning has not finished: not in the table
+            _summary(out / "reach" / f"otpr_s{s}", iterations=40, env_steps=50_000 + s, wall=250)
+            run = out / "reach" / f"otpr_s{s}"
+            (run / "metrics.jsonl").write_text(
+                "\n".join(
+                    json.dumps({"env_steps": x, "eval/success": y})
+                    for x, y in [(0, start), (25_000, (start + final) / 2), (50_000, final)]
+                )
+            )
+        for mode in ("stochastic", "noisefree"):
+            _eval(out, f"bc_s{s}_{mode}", start)
+            _eval(out, f"otpr_s{s}_{mode}", final - (0.1 if mode == "noisefree" else 0.0))
+    result = collect(spec, planned)
+    rows = result["tasks"]["reach"]["otpr"]
+    assert rows["seeds"] == [0, 1]
+    assert rows["stochastic"] == [0.8, 0.9] and rows["pretrained_stochastic"] == [0.5, 0.6]
+    assert rows["noisefree"] == pytest.approx([0.7, 0.8])
+    assert rows["env_steps"] == [50_000, 50_001]
+    assert result["tasks"]["reach"]["bc"]["seeds"] == [0, 1, 2]
+    written = write_report(spec, result, str(tmp_path / "docs"))
+    md = (out / "report.md").read_text()
+    # mean 0.85, standard error 0.05 (std 0.0707 / sqrt 2); the start 0.55 +- 0.05
+    assert "| reach | otpr | 2 | 0.550 +- 0.050 -> **0.850 +- 0.050** |" in md
+    assert "0.550 +- 0.050 -> **0.750 +- 0.050**" in md  # noise-free
+    assert "50.0k" in md and "`otpr-finetune task=reach algo=otpr seed=S" in md
+    png = out / "reach.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "docs" / "t.md").read_text() == md
+    assert (tmp_path / "docs" / "t_reach.png").is_file()
+    assert tmp_path / "docs" / "t.json" in written
+
+
+def test_a_launcher_job_index_out_of_range_is_refused(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [sys.executable, "-m", "otpr.bench", "bench=reach", f"bench.out={out}", "phase=pretrain"]
+        + ["job=7"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "otpr-bench: error: job: expected an index into the pretrain jobs, got 7"
+    ]
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no log, no launcher directory
+
+
+def test_a_job_names_its_console_command():
+    job = Job("finetune", "reach/otpr_s0", ["task=reach", "seed=0"], "reach", "otpr", 0)
+    assert job.command == "otpr-finetune task=reach seed=0"
+
+
+@pytest.mark.slow
+def test_otpr_bench_runs_a_small_spec_end_to_end_and_skips_it_the_second_time(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "otpr.bench", "bench=reach", "bench.algos=[bc,otpr]"]
+    cmd += ["bench.seeds=[0]", "bench.eval_modes=[noisefree]", f"bench.out={out}", "debug=true"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads((out / "report.json").read_text())
+    rows = result["tasks"]["reach"]
+    assert rows["otpr"]["seeds"] == [0] and rows["bc"]["seeds"] == [0]
+    summary = json.loads((out / "reach" / "otpr_s0" / "summary.json").read_text())
+    assert rows["otpr"]["env_steps"] == [summary["env_steps"]] and summary["env_steps"] > 0
+    start = json.loads((out / "reach" / "evals" / "bc_s0_noisefree" / "eval.json").read_text())
+    assert rows["otpr"]["pretrained_noisefree"] == [start["eval/success"]]
+    assert "| reach | otpr | 1 |" in (out / "report.md").read_text()
+    stamps = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+    stamps |= {p: p.stat().st_mtime for p in out.rglob("eval.json")}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0
+    for phase in ("pretrain", "finetune", "evaluate"):
+        assert f"{phase}: 0 of" in r.stdout
+    assert all(p.stat().st_mtime == t for p, t in stamps.items())
