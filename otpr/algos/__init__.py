@@ -9,6 +9,9 @@ dppo     DPPO (Ren et al. 2024): PPO through the denoising  ``otpr/algos/dppo.py
 idql     IDQL (Hansen-Estruch et al. 2023): IQL critic,     ``otpr/algos/idql.py``
          unweighted DSM, candidates resampled by the
          expectile implicit policy
+dql      Diffusion-QL (Wang et al. 2022): twin-Q TD        ``otpr/algos/dql.py``
+         critic, actor DSM - eta Q / mean|Q| through a
+         short reverse chain
 dsrl     DSRL (Wagenmaker et al. 2025): SAC over the        ``otpr/algos/dsrl.py``
          frozen policy's initial noise (DDIM eta 0);
          algo.variant=na: noise-aliased DSRL-NA
@@ -30,7 +33,7 @@ from otpr.algos.base import (
 )
 
 # the built-in algorithms register themselves on import
-from otpr.algos import bc, dppo, dsrl, idql, otpr  # noqa: E402, F401  isort: skip
+from otpr.algos import bc, dppo, dql, dsrl, idql, otpr  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "Algorithm",
