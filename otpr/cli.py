@@ -363,6 +363,7 @@ def _eval(raw: DictConfig) -> None:
     trainer = Trainer(cfg, run_dir)
     try:
         trainer.restore(overrides.checkpoint, weights_only=True)
+        trainer.load_acting_networks(overrides.checkpoint)
         result = trainer.evaluate()
     finally:
         trainer.close()

@@ -352,6 +352,22 @@ class Trainer:
             self._resume(self._resume_point(path))
         self.algo.prepare(self.demo_obs, self.demo_act)
 
+    def load_acting_networks(self, path: str | Path) -> None:
+        """The algorithm's networks besides the policy from ``path``, a checkpoint this
+        algorithm wrote: what evaluation acts with beside the policy (IDQL's critic that
+        selects among candidates, DSRL's noise actor, OTPR's critic under
+        ``algo.eval_mode=best``) is the checkpoint's, never a fresh initialisation."""
+        ckpt = ckpt_io.resolve(path)
+        written_by = ckpt_io.read_meta(ckpt).get("algo")
+        if written_by != self.cfg.algo.name:
+            raise ckpt_io.CheckpointError(
+                f"{ckpt / 'meta.json'}: algo: written by algo={written_by}, evaluated as "
+                f"algo={self.cfg.algo.name}"
+            )
+        policy = ("policy", "policy_ema")
+        others = {k: m for k, m in self.algo.modules().items() if k not in policy}
+        ckpt_io.load_modules(ckpt, others)
+
     def _check_dims(self, ckpt: Path, meta: dict[str, Any]) -> None:
         for key in ("obs_dim", "action_dim"):
             if meta.get(key) != getattr(self.spec, key):

@@ -592,3 +592,36 @@ def test_dppo_average_does_not_change_the_trained_weights(tmp_path: Path, monkey
     assert any(not torch.equal(bc[k], v) for k, v in trained[0.0].items())  # PPO moved them
     for k, v in trained[0.0].items():
         assert torch.equal(v, trained[0.5][k]), k
+
+
+def test_evaluating_a_checkpoint_acts_with_all_of_its_networks(tmp_path: Path, monkeypatch):
+    """otpr-eval's path (restore the policy, then load_acting_networks): IDQL's evaluation
+    selects candidates by its critic, so the critic is the checkpoint's and the evaluation is
+    the one the run itself measures; a checkpoint of another algorithm is refused."""
+    import torch
+
+    from otpr import checkpoint as ckpt_io
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, name="idql")
+    trained = Trainer(cfg, tmp_path / "a")
+    with torch.no_grad():
+        for p in trained.algo.critic.parameters():
+            p.add_(torch.randn_like(p))
+    ckpt = trained.save()
+    measured = trained.evaluate()
+    trained.close()
+    fresh = Trainer(cfg, tmp_path / "b")
+    fresh.restore(ckpt, weights_only=True)  # the policy alone, as a fine-tune starts
+    saved = ckpt_io._read_tensors(ckpt / "critic.safetensors")
+    assert any(not torch.equal(v, saved[k]) for k, v in fresh.algo.critic.state_dict().items())
+    fresh.load_acting_networks(ckpt)
+    for k, v in fresh.algo.critic.state_dict().items():
+        assert torch.equal(v, saved[k])
+    assert fresh.evaluate() == measured
+    fresh.close()
+    other = Trainer(_cfg(tmp_path), tmp_path / "c")  # algo=otpr
+    with pytest.raises(ckpt_io.CheckpointError, match="written by algo=idql"):
+        other.load_acting_networks(ckpt)
+    other.close()
