@@ -7,7 +7,7 @@ For each state, draw ``L`` candidate action chunks in one batched call, weigh th
 
 ``sample_fn(obs, n) -> [B, n, *action_shape]`` and ``weight_fn(obs, actions) -> [B, n]``
 (non-negative). Ready-made weight functions are below: the compatibility ``H`` of fitted OT
-potentials, ``exp(Q / temperature)``, IDQL's expectile advantage weights and uniform; the pure
+potentials, ``exp(Q / temperature)``, expectile advantage weights and uniform; the pure
 per-row forms :func:`exp_q` and :func:`conditional_plan` (guidance Hc) act on Q values.
 """
 
@@ -171,7 +171,10 @@ def expectile_advantage_weights(
     v_fn: Callable[[torch.Tensor], torch.Tensor],
     expectile: float = 0.7,
 ) -> WeightFn:
-    """IDQL's expectile importance weights ``|tau - 1(A < 0)|`` with ``A = Q(s, a) - V(s)``."""
+    """The expectile weights ``|tau - 1(A < 0)|`` with ``A = Q(s, a) - V(s)``: which side of V an
+    action lies on, not how far. IDQL's implicit policy divides this by ``|A|``
+    (``otpr.algos.idql``); without that factor it is the sign-only weighting of OTPR's
+    ``algo.guidance=A``."""
 
     def weight(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         adv = _paired(q_fn, obs, actions) - v_fn(obs)[:, None]

@@ -22,7 +22,7 @@ guidance   candidate / sample weight                   meaning
 =========  ==========================================  ====================================
 H          H(s,a) = (u(s)+v(a)-c(s,a))_+ / (2 lam)      OTPR (cost c = -min target Q)
 Q          exp((Q(s,a) - max Q) / q_temperature)        value-greedy resampling
-A          |tau - 1(Q(s,a) - V(s) < 0)|                  IDQL's expectile advantage weights
+A          |tau - 1(Q(s,a) - V(s) < 0)|                  IDQL's expectile weight without 1/|A|
 uniform    1                                            BC-style fine-tuning on own data
 =========  ==========================================  ====================================
 """
