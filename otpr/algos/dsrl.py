@@ -47,9 +47,8 @@ bootstraps from its true final observation (``Step.terminated`` is the learners'
 Checkpoints: ``policy`` (the frozen base, as pretrained), ``noise_actor``, ``noise_critic``,
 ``action_critic`` (na) and ``temperature`` as safetensors; their optimizers and, with ``sac``,
 the noise record in ``training_state``. The fine-tuned behaviour is ``policy`` and
-``noise_actor`` together: ``load_policy`` alone gives the base policy, and ``otpr-eval`` (which
-loads only the policy into a fresh algorithm) measures the base from x_T = 0, so a DSRL agent is
-evaluated within its own run.
+``noise_actor`` together: ``load_policy`` alone gives the base policy; ``otpr-eval`` loads every
+acting network of the checkpoint, the noise actor included.
 """
 
 from __future__ import annotations
