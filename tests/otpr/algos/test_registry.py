@@ -166,7 +166,7 @@ def test_each_algorithm_config_takes_only_its_own_keys() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["otpr", "dppo", "bc"])
+@pytest.mark.parametrize("name", ["otpr", "dppo", "idql", "dql", "dsrl", "bc"])
 def test_every_registered_algorithm_runs_from_the_command_line(tmp_path: Path, name: str) -> None:
     """``otpr algo=<name> debug=true``: a summary, and a checkpoint with exactly the modules
     of the algorithm (no untrained critic in a DPPO checkpoint)."""
@@ -182,7 +182,13 @@ def test_every_registered_algorithm_runs_from_the_command_line(tmp_path: Path, n
     assert summary["algo"] == name and summary["pretrained_success"] is not None
     ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "last").read_text()
     stored = sorted(p.stem for p in ckpt.glob("*.safetensors"))
-    expected = {"otpr": ["critic", "policy", "potentials"], "dppo": ["policy", "value"]}
+    expected = {
+        "otpr": ["critic", "policy", "potentials"],
+        "dppo": ["policy", "value"],
+        "idql": ["critic", "policy"],
+        "dql": ["critic", "policy", "policy_ema"],
+        "dsrl": ["noise_actor", "noise_critic", "policy", "temperature"],
+    }
     assert stored == expected.get(name, ["policy"])
     assert summary["final_success"] is not None and summary["iterations"] == (
         0 if name == "bc" else 3
