@@ -362,6 +362,8 @@ def _command(planned: dict[str, Any], task: str, algo: str) -> str:
 
 
 def _curve(run: Path) -> list[list[float]]:
+    """(env steps, success) of a run's own evaluations; a run that kept its checkpoint's
+    evaluation as its start (measured the same way) logs none at step 0: its summary has it."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -370,6 +372,9 @@ def _curve(run: Path) -> list[list[float]]:
         record = json.loads(line)
         if "eval/success" in record:
             curve.append([record["env_steps"], record["eval/success"]])
+    start = json.loads((run / "summary.json").read_text()).get("pretrained_success")
+    if start is not None and not any(x == 0 for x, _ in curve):
+        curve.insert(0, [0, start])
     return curve
 
 

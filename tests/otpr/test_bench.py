@@ -140,10 +140,12 @@ def test_the_report_holds_each_finished_seed_and_its_mean_and_standard_error(
         if s < 2:  # seed 2's fine-tuning has not finished: not in the table
             _summary(out / "reach" / f"otpr_s{s}", iterations=40, env_steps=50_000 + s, wall=250)
             run = out / "reach" / f"otpr_s{s}"
-            (run / "metrics.jsonl").write_text(
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps(dict(summary, pretrained_success=start)))
+            (run / "metrics.jsonl").write_text(  # the start is in the summary, not logged
                 "\n".join(
                     json.dumps({"env_steps": x, "eval/success": y})
-                    for x, y in [(0, start), (25_000, (start + final) / 2), (50_000, final)]
+                    for x, y in [(25_000, (start + final) / 2), (50_000, final)]
                 )
             )
         for mode in ("stochastic", "noisefree"):
@@ -155,6 +157,7 @@ def test_the_report_holds_each_finished_seed_and_its_mean_and_standard_error(
     assert rows["stochastic"] == [0.8, 0.9] and rows["pretrained_stochastic"] == [0.5, 0.6]
     assert rows["noisefree"] == pytest.approx([0.7, 0.8])
     assert rows["env_steps"] == [50_000, 50_001]
+    assert rows["curves"][0] == [[0, 0.5], [25_000, 0.65], [50_000, 0.8]]
     assert result["tasks"]["reach"]["bc"]["seeds"] == [0, 1, 2]
     written = write_report(spec, result, str(tmp_path / "docs"))
     md = (out / "report.md").read_text()
