@@ -216,7 +216,7 @@ class AlgoConfig:
     """
 
     name: str = MISSING
-    """The registered algorithm (otpr/algos): otpr | dppo | bc | one you register."""
+    """The registered algorithm (otpr/algos): otpr | dppo | idql | dql | dsrl | bc | yours."""
     pretrain_steps: int = 4000
     """Behaviour-cloning (DSM) gradient steps on the demos."""
     pretrain_batch_size: int = 256
