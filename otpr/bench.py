@@ -188,6 +188,25 @@ def _iterations(spec: BenchSpec, task: str, algo: str, debug: bool) -> dict[str,
     return {"iterations": its, "env_steps_per_iteration": per_iter, "runs_make": runs}
 
 
+def _modes(spec: BenchSpec, task: str, algo: str) -> list[str]:
+    """The evaluation modes of the spec that ``algo`` has (DSRL evaluates noise-free only)."""
+    from hydra import compose
+
+    from otpr.cli import _to_config
+
+    name = "otpr" if algo == "bc" else algo  # otpr-pretrain's checkpoints are algo=otpr
+    given = [f"task={task}", f"algo={name}", *_extra(spec, task, None if algo == "bc" else algo)]
+    modes = []
+    for mode in spec.eval_modes:
+        det = "true" if mode == "noisefree" else "false"
+        try:
+            _to_config(compose("config", [*given, f"algo.eval_deterministic={det}"]))
+        except ConfigError:
+            continue
+        modes.append(mode)
+    return modes
+
+
 def _extra(spec: BenchSpec, task: str, algo: str | None) -> list[str]:
     extra = list(spec.task_overrides.get(task, []))
     if algo is not None:
@@ -200,10 +219,12 @@ def plan(spec: BenchSpec, debug: bool = False) -> dict[str, Any]:
     out = spec.out_dir
     jobs: dict[str, list[Job]] = {p: [] for p in PHASES}
     budgets: dict[str, dict[str, int]] = {}
+    modes: dict[str, list[str]] = {}
     dbg = ["debug=true"] if debug else []
     episodes = [f"task.eval_episodes={spec.eval_episodes}"] if spec.eval_episodes else []
     for task in spec.tasks:
         for algo in spec.algos:
+            modes[f"{task}/{algo}"] = _modes(spec, task, algo)
             if algo != "bc":
                 budgets[f"{task}/{algo}"] = _iterations(spec, task, algo, debug)
         for seed in spec.seeds:
@@ -236,7 +257,7 @@ def plan(spec: BenchSpec, debug: bool = False) -> dict[str, Any]:
                             seed,
                         )
                     )
-                for mode in spec.eval_modes:
+                for mode in modes[f"{task}/{algo}"]:
                     det = "true" if mode == "noisefree" else "false"
                     name = f"{task}/evals/{algo}_s{seed}_{mode}"
                     jobs["evaluate"].append(
@@ -251,7 +272,7 @@ def plan(spec: BenchSpec, debug: bool = False) -> dict[str, Any]:
                             mode,
                         )
                     )
-    return {"jobs": jobs, "budgets": budgets}
+    return {"jobs": jobs, "budgets": budgets, "modes": modes}
 
 
 def _run_dir(job: Job, spec: BenchSpec) -> Path:
@@ -316,7 +337,12 @@ def _fmt(xs: list[float]) -> str:
 def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
     """Every finished number of the benchmark, by task and algorithm (``report.json``)."""
     out = spec.out_dir
-    result: dict[str, Any] = {"spec": asdict(spec), "budgets": planned["budgets"], "tasks": {}}
+    result: dict[str, Any] = {
+        "spec": asdict(spec),
+        "budgets": planned["budgets"],
+        "modes": planned["modes"],
+        "tasks": {},
+    }
     for task in spec.tasks:
         per_algo: dict[str, Any] = {}
         for algo in spec.algos:
@@ -326,7 +352,8 @@ def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
             for seed in spec.seeds:
                 run = f"{algo}_s{seed}"
                 evals = {}
-                for mode in spec.eval_modes:
+                modes = planned["modes"][f"{task}/{algo}"]
+                for mode in modes:
                     p = out / task / "evals" / f"{run}_{mode}" / "eval.json"
                     q = out / task / "evals" / f"bc_s{seed}_{mode}" / "eval.json"
                     if p.is_file() and q.is_file():
@@ -335,7 +362,7 @@ def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
                             json.loads(q.read_text())["eval/success"],
                         )
                 summary = out / task / run / "summary.json"
-                if len(evals) < len(spec.eval_modes) or not summary.is_file():
+                if len(evals) < len(modes) or not summary.is_file():
                     continue  # not finished: the table holds finished seeds only
                 s = json.loads(summary.read_text())
                 rows["seeds"].append(seed)
@@ -417,6 +444,8 @@ def write_report(spec: BenchSpec, result: dict[str, Any], report_dir: str | None
             for m in modes:
                 if rows[m]:
                     cells.append(f"{_fmt(rows[f'pretrained_{m}'])} -> **{_fmt(rows[m])}**")
+                elif m not in result["modes"][f"{task}/{algo}"]:
+                    cells.append("n/a")  # the algorithm does not evaluate this way
                 else:
                     cells.append("-")
             steps = f"{np.mean(rows['env_steps']) / 1000:.1f}k" if rows["env_steps"] else "-"

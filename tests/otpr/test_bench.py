@@ -217,3 +217,24 @@ def test_otpr_bench_runs_a_small_spec_end_to_end_and_skips_it_the_second_time(tm
     for phase in ("pretrain", "finetune", "evaluate"):
         assert f"{phase}: 0 of" in r.stdout
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
+
+
+def test_an_algorithm_is_evaluated_only_in_the_modes_it_has(tmp_path, hydra_configs):
+    """DSRL acts with its noise actor's mean (noise-free only): no stochastic evaluation job,
+    and its report cell says n/a rather than waiting for one."""
+    spec = _spec(tmp_path, algos=["bc", "dsrl"], seeds=[0])
+    planned = plan(spec)
+    assert planned["modes"]["reach/dsrl"] == ["noisefree"]
+    assert planned["modes"]["reach/bc"] == ["stochastic", "noisefree"]
+    evals = {(j.algo, j.mode) for j in planned["jobs"]["evaluate"]}
+    assert evals == {("bc", "stochastic"), ("bc", "noisefree"), ("dsrl", "noisefree")}
+    out = tmp_path / "out"
+    _summary(out / "reach" / "bc_s0", iterations=0, env_steps=0)
+    _summary(out / "reach" / "dsrl_s0", iterations=40)
+    for name, value in [("bc_s0_stochastic", 0.5), ("bc_s0_noisefree", 0.4)]:
+        _eval(out, name, value)
+    _eval(out, "dsrl_s0_noisefree", 0.6)
+    result = collect(spec, planned)
+    assert result["tasks"]["reach"]["dsrl"]["noisefree"] == [0.6]
+    write_report(spec, result, None)
+    assert "| reach | dsrl | 1 | n/a | 0.400 -> **0.600** |" in (out / "report.md").read_text()
