@@ -22,6 +22,7 @@ behaviour cloning (:meth:`Algorithm.pretrain_step`). An algorithm adds its own n
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +136,27 @@ class Algorithm(ABC):
             "terminated": batch["terminated"],
             "discount": batch["discount"],
         }
+
+    def critic_then_actor(self, data: TrainingData, iteration: int) -> dict[str, float]:
+        """``algo.critic_updates_per_iter`` steps of ``update_critic`` on replay batches, then,
+        after the warm-up, ``algo.actor_updates_per_iter`` steps of ``update_actor`` on
+        :meth:`actor_pairs` (the update of IDQL and Diffusion-QL)."""
+        a = self.cfg.algo
+        metrics: dict[str, float] = {}
+        tic = time.perf_counter()
+        for _ in range(a.critic_updates_per_iter):
+            metrics.update(self.update_critic(data.batch(a.critic_batch_size)))
+        metrics["perf/time_critic_s"] = time.perf_counter() - tic
+        if iteration < a.warmup_iterations:
+            return metrics
+        tic = time.perf_counter()
+        for _ in range(a.actor_updates_per_iter):
+            obs, act, _ = self.actor_pairs(
+                data, a.actor_batch_size, a.demo_fraction, recent=a.actor_recent
+            )
+            metrics.update(self.update_actor(obs, act))
+        metrics["perf/time_actor_s"] = time.perf_counter() - tic
+        return metrics
 
     def actor_pairs(
         self, data: TrainingData, size: int, demo_fraction: float, recent: int = 0

@@ -32,7 +32,6 @@ normalised executed part of the chunk (``Algorithm.transitions``); the policy fi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,22 +219,7 @@ class IDQL(Algorithm):
 
     def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
         """The critic, then (after the warm-up) the behaviour model."""
-        a = self.cfg.algo
-        metrics: dict[str, float] = {}
-        tic = time.perf_counter()
-        for _ in range(a.critic_updates_per_iter):
-            metrics.update(self.update_critic(data.batch(a.critic_batch_size)))
-        metrics["perf/time_critic_s"] = time.perf_counter() - tic
-        if iteration < a.warmup_iterations:
-            return metrics
-        tic = time.perf_counter()
-        for _ in range(a.actor_updates_per_iter):
-            obs, act, _ = self.actor_pairs(
-                data, a.actor_batch_size, a.demo_fraction, recent=a.actor_recent
-            )
-            metrics.update(self.update_actor(obs, act))
-        metrics["perf/time_actor_s"] = time.perf_counter() - tic
-        return metrics
+        return self.critic_then_actor(data, iteration)
 
     # ------------------------------------------------------------------ checkpoints
     def modules(self) -> dict[str, torch.nn.Module]:
