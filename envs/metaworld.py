@@ -23,6 +23,7 @@ dense reward and termination on success (the critic would learn that success los
 
 MT10 / MT50: each reset first draws a task class uniformly, then one of its goals.
 ``one_hot=True`` appends the task's one-hot id to the observation (SODP pre-trains without it).
+Their scripted expert (:class:`MultiTaskExpert`) follows the class the last reset drew.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class MetaWorldEnv(gym.Env):
             -np.inf, np.inf, (self.spec_.obs_dim,), dtype=np.float32
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
+
+    @property
+    def active_task(self) -> str:
+        """The task class of the current episode (the MT1 env name, e.g. ``reach-v3``)."""
+        return self._active
 
     @property
     def sim_env(self) -> Any:
@@ -229,8 +235,22 @@ def make_metaworld_env(
 
 
 def make_metaworld_expert(task: str, jitter: float = 0.0) -> Any:
-    """The scripted policy Meta-World ships for ``task`` (v3 MT1 tasks only)."""
+    """The scripted policy Meta-World ships for ``task``; for ``mt10`` / ``mt50`` the one of
+    each episode's task class (:class:`MultiTaskExpert`)."""
+    if task in ("mt10", "mt50"):
+        return MultiTaskExpert(multi_task_names(task), jitter)
     return MetaWorldExpert(task, jitter)
+
+
+def multi_task_names(task: str) -> list[str]:
+    """The task classes of ``mt10`` / ``mt50``, sorted (without building the benchmark, which
+    samples every class's goals and takes seconds)."""
+    from metaworld import env_dict
+
+    table = {"mt10": env_dict.MT10_V3, "mt50": env_dict.MT50_V3}
+    if task not in table:
+        raise ValueError(f"multi_task_names: {task!r} is not mt10 or mt50")
+    return sorted(table[task])
 
 
 class MetaWorldExpert:
@@ -256,3 +276,23 @@ class MetaWorldExpert:
         obs = np.array(obs[:OBS_DIM], dtype=np.float64)
         obs[36:39] += self._offset
         return np.clip(self.policy.get_action(obs), -1.0, 1.0).astype(np.float32)
+
+
+class MultiTaskExpert:
+    """The scripted expert of an MT10 / MT50 env: at each ``reset`` it takes the shipped policy
+    of the class the env drew (``MetaWorldEnv.active_task``); the observation carries no task
+    id, so the expert needs the env to know which policy acts."""
+
+    def __init__(self, tasks: list[str], jitter: float = 0.0) -> None:
+        self.experts = {name: MetaWorldExpert(name, jitter) for name in tasks}
+        self.task = tasks[0]
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        task = env.unwrapped.active_task
+        if task not in self.experts:
+            raise ValueError(f"MultiTaskExpert: no expert for the env's task {task!r}")
+        self.task = task
+        self.experts[task].reset(env, rng)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.experts[self.task].act(obs)

@@ -400,6 +400,10 @@ def _demos(raw: DictConfig) -> None:
         f"wrote {out}: {len(ds)} episodes, {ds.num_steps} steps, "
         f"success {gen['success_rate']:.2f}, {gen['wall_time_s']} s"
     )
+    by_task = gen["success_by_task"]
+    if len(by_task) > 1:  # a multi-task set (task=mt10 / mt50): the quality of each task
+        for name, row in by_task.items():
+            print(f"  {name}: {row['episodes']} episodes, success {row['success_rate']:.2f}")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="report", version_base="1.3")
@@ -499,10 +503,16 @@ Example:
 otpr-demos: record scripted-expert demonstrations as a robomimic-format hdf5 file.
 
 Settings: task=<name> num_episodes=N quality=expert|near_optimal|noisy|dart|suboptimal|mixed
-          out=<path> seed=N only_success=true|false
+          out=<path> seed=N only_success=true|false action_noise=X detour_prob=X
 
-Example:
+task=mt10 (or mt50) records a multi-task set, each episode one task class drawn at reset, no
+task id in the observation; each episode's task and success are stored for analysis, and the
+success rate per task is printed.
+
+Examples:
   otpr-demos task=can num_episodes=100 quality=expert out=data/can_expert.hdf5
+  otpr-demos task=mt10 num_episodes=1000 quality=suboptimal action_noise=1.0 \
+      out=data/mt10_suboptimal.hdf5
 {errors}""",
     "otpr-bench": """\
 otpr-bench: run a benchmark spec (configs/bench/<name>.yaml: tasks, algorithms, seeds, an

@@ -23,6 +23,14 @@ expert's own waypoint noise. The recorded actions are the executed (noisy) ones,
 expert's own action is recorded (DART, Laskey et al. 2017, "Noise injection for robust imitation
 learning"), so the data show the expert correcting from the states noise leads to. Everything is
 deterministic per ``seed``: episode ``i`` uses env seed ``seed + i`` and its own rng.
+
+Multi-task data (``task=mt10`` / ``mt50``, SODP's pretraining set): each episode's reset draws a
+task class and the expert of that class acts (``envs.metaworld.MultiTaskExpert``); the
+observation carries no task id. Each episode's task and success are kept for analysis only: as
+the demo's ``task`` / ``success`` attributes in the file (``Episode.extra["task"]``,
+``Episode.success`` when read back) and in the generation record, with the success rate per task
+(:func:`success_by_task`). Training windows are cut from observations and actions alone
+(``otpr.data.make_windows``), so neither reaches the policy.
 """
 
 from __future__ import annotations
@@ -95,7 +103,7 @@ def rollout_expert(
         )
     expert = envs.make_expert(task, jitter=quality.jitter)
     rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
+    obs, reset_info = env.reset(seed=seed)
     expert.reset(env, rng)
     low, high = env.action_space.low, env.action_space.high
     rows: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": []}
@@ -127,8 +135,22 @@ def rollout_expert(
         dones=np.asarray(rows["dones"], bool),
         success=success,
         final_obs=np.asarray(obs, np.float32),
+        extra={"task": str(reset_info.get("task_name", task))},
     )
     return episode, env
+
+
+def success_by_task(dataset: DemoDataset) -> dict[str, dict[str, float]]:
+    """Per task (``Episode.extra["task"]``, else the dataset's ``env_name``): episodes and
+    success rate, sorted by task name."""
+    default = str(dataset.env_args.get("env_name", ""))
+    rows: dict[str, list[float]] = defaultdict(list)
+    for ep in dataset:
+        rows[str(ep.extra.get("task", default))].append(float(bool(ep.success)))
+    return {
+        name: {"episodes": len(v), "success_rate": float(np.mean(v))}
+        for name, v in sorted(rows.items())
+    }
 
 
 def generate_demos(
@@ -150,7 +172,9 @@ def generate_demos(
 
     ``quality='mixed'`` makes a ``mixture`` fraction of the episodes (chosen by the seed) expert
     and the rest suboptimal. ``only_success`` keeps drawing seeds until ``num_episodes``
-    successful episodes exist (capped at 10x attempts).
+    successful episodes exist (capped at 10x attempts). ``task='mt10'`` / ``'mt50'``: each
+    episode is one task class drawn by its reset seed; the generation record keeps every
+    episode's task (``episode_task``) and the success rate per task (``success_by_task``).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -158,7 +182,13 @@ def generate_demos(
     pick = np.random.default_rng(seed)
     spec = envs.task_spec(task, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     episodes: list[Episode] = []
-    record: dict[str, Any] = {"seeds": [], "success": [], "episode_quality": [], "length": []}
+    record: dict[str, Any] = {
+        "seeds": [],
+        "success": [],
+        "episode_quality": [],
+        "length": [],
+        "episode_task": [],
+    }
     # the env first (as the first episode would make it): a simulator that is not installed is
     # refused before the progress bar shows
     env = envs.make_single(task, seed, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
@@ -182,6 +212,7 @@ def generate_demos(
         record["success"].append(bool(ep.success))
         record["episode_quality"].append(name)
         record["length"].append(len(ep))
+        record["episode_task"].append(ep.extra["task"])
         bar.update(1)
     bar.close()
     env.close()
@@ -213,6 +244,7 @@ def generate_demos(
         obs_key_dims=_key_dims(spec),
         metadata={"generation": generation},
     )
+    generation["success_by_task"] = success_by_task(dataset)
     if out is not None:
         write_robomimic_hdf5(out, dataset, generation=generation)
     return dataset

@@ -23,6 +23,7 @@ from otpr.data.dataset import (
     _int_attr,
     _json_attr,
     _open_hdf5,
+    _read_attr,
     _require_file,
     validate_episode,
 )
@@ -53,7 +54,9 @@ def read_robomimic_hdf5(
     stored in ``data.attrs["otpr_obs_keys"]`` (written by :func:`write_robomimic_hdf5`), else the
     sorted low-dim keys (2-D datasets) of the first demo. ``filter_key`` selects the demos listed
     in ``mask/<filter_key>``. ``image_keys`` are kept, unconcatenated, in ``Episode.images``.
-    ``action_dim``, when given, is checked against every demo's actions.
+    ``action_dim``, when given, is checked against every demo's actions. A demo's ``success``
+    and ``task`` attributes (the task class of a multi-task episode) become ``Episode.success``
+    and ``Episode.extra["task"]``: metadata for analysis, never part of the observation.
 
     Anything malformed (a missing or empty demo, a non-numeric or non-finite array, lengths
     that disagree, an attribute of the wrong type, a damaged file) raises :class:`DatasetError`
@@ -133,6 +136,7 @@ def read_robomimic_hdf5(
             obs = np.concatenate(parts, axis=1)
             images = {k: _hdf5_array(g, f"obs/{k}", name, f"{prefix}/obs/{k}") for k in image_keys}
             success = _int_attr(g.attrs, "success", name, f"{prefix}.attrs[success]")
+            task = _str_attr(g.attrs, "task", name, f"{prefix}.attrs[task]")
             ep = Episode(
                 obs=obs,
                 actions=arrays["actions"],
@@ -142,6 +146,7 @@ def read_robomimic_hdf5(
                 name=demo,
                 final_obs=np.concatenate(nexts) if len(nexts) == len(obs_keys) else None,
                 images=images,
+                extra={} if task is None else {"task": task},
             )
             episodes.append(validate_episode(ep, name, prefix, action_dim))
             n = _int_attr(g.attrs, "num_samples", name, f"{prefix}.attrs[num_samples]")
@@ -171,6 +176,21 @@ def read_robomimic_hdf5(
         obs_key_dims=tuple(key_dims or ()),
         metadata={"format": "robomimic", "generation": generation, "filters": filters},
     )
+
+
+def _str_attr(attrs: Any, key: str, source: str, name: str) -> str | None:
+    """The text attribute ``attrs[key]`` (str or UTF-8 bytes), None where it is absent."""
+    value = _read_attr(attrs, key, source, name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise _fail(source, name, f"expected UTF-8 text, got {value!r:.80}") from None
+    if not isinstance(value, str):
+        raise _fail(source, name, f"expected text, got {value!r:.80}")
+    return value
 
 
 def _mask_names(mask: Any, key: str, source: str) -> list[str]:
@@ -248,7 +268,8 @@ def write_robomimic_hdf5(
     is ``obs`` shifted by one, ending in ``final_obs`` (or the last obs when unknown), as
     robomimic loads it. ``env_args`` (default ``dataset.env_args``) goes to
     ``data.attrs["env_args"]`` as JSON, ``generation`` to ``data.attrs["otpr_generation"]``,
-    ``Episode.success`` to the demo's ``success`` attr. ``filters`` maps a filter name to episode
+    ``Episode.success`` to the demo's ``success`` attr and ``Episode.extra["task"]`` (the task
+    class of a multi-task episode) to its ``task`` attr. ``filters`` maps a filter name to episode
     indices (``mask/<name>``); by default ``mask/train``/``mask/valid`` come from
     :func:`split_episodes` with ``val_fraction`` and ``split_seed``.
     """
@@ -304,6 +325,8 @@ def write_robomimic_hdf5(
                 g.attrs["num_samples"] = len(ep)
                 if ep.success is not None:
                     g.attrs["success"] = bool(ep.success)
+                if "task" in ep.extra:  # analysis metadata, never part of the observation
+                    g.attrs["task"] = str(ep.extra["task"])
                 g.create_dataset("actions", data=ep.actions)
                 g.create_dataset("rewards", data=ep.rewards)
                 g.create_dataset("dones", data=ep.dones.astype(np.int64))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from otpr.data import DemoDataset, Episode, read_robomimic_hdf5
-from otpr.demos import Quality, demo_transitions, generate_demos
+from otpr.demos import Quality, demo_transitions, generate_demos, success_by_task
 
 warnings.filterwarnings("ignore")
 SPARSE = {"reward": "sparse", "terminate_on_success": True}
@@ -103,3 +103,45 @@ def test_demo_transitions_discount_and_terminal() -> None:
     ep.dones[:] = False
     tr = demo_transitions(DemoDataset([ep]), obs_horizon=2, horizon=4, act_steps=3, gamma=0.9)
     assert len(tr["obs"]) == 2 and not tr["terminated"].any()
+
+
+def test_success_by_task_counts_each_episodes_task() -> None:
+    def ep(task: str, success: bool) -> Episode:
+        z = np.zeros((2, 1), np.float32)
+        return Episode(z, z, np.zeros(2), np.zeros(2, bool), success=success, extra={"task": task})
+
+    data = DemoDataset([ep("b", True), ep("a", False), ep("b", False), ep("b", True)])
+    assert success_by_task(data) == {
+        "a": {"episodes": 1, "success_rate": 0.0},
+        "b": {"episodes": 3, "success_rate": pytest.approx(2 / 3)},
+    }
+    plain = ep("b", True)
+    plain.extra = {}  # a single-task file written before tasks were recorded
+    assert list(success_by_task(DemoDataset([plain], env_args={"env_name": "x"}))) == ["x"]
+
+
+@pytest.mark.slow
+def test_mt10_demos_keep_each_episodes_task_out_of_the_observation(tmp_path) -> None:
+    """task=mt10: each reset draws a class and that class's shipped expert acts (the expert
+    succeeds); the task and success of each episode are stored beside the data, and the training
+    windows are the same whatever that metadata says."""
+    from envs.metaworld import multi_task_names
+    from otpr.data import make_windows
+
+    path = tmp_path / "mt10.hdf5"
+    made = generate_demos("mt10", 4, "expert", seed=11, out=path, env_kwargs=SPARSE, progress=False)
+    tasks = [ep.extra["task"] for ep in made]
+    assert set(tasks) <= set(multi_task_names("mt10")) and len(set(tasks)) > 1
+    assert all(ep.success for ep in made)  # the expert of the drawn class, not another's
+    back = read_robomimic_hdf5(path)
+    assert back.obs_dim == 39 and [ep.extra["task"] for ep in back] == tasks
+    assert [ep.success for ep in back] == [True] * 4
+    gen = back.metadata["generation"]
+    assert gen["episode_task"] == tasks and gen["success_by_task"] == success_by_task(back)
+    obs, act = make_windows(back, 2, 12)
+    for ep in back:
+        ep.extra, ep.success = {"task": "reach-v3"}, False
+    obs2, act2 = make_windows(back, 2, 12)
+    np.testing.assert_array_equal(obs, obs2)
+    np.testing.assert_array_equal(act, act2)
+    assert obs.shape[-1] == 39  # no task id column
