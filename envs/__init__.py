@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.base import ScriptedExpert, TaskSpec
-from envs.wrappers import ChunkedEnv, ResumableEpisodes, RetryFailedStarts
+from envs.wrappers import ChunkedEnv, RecordFrames, ResumableEpisodes, RetryFailedStarts
 
 ROBOMIMIC = ("lift", "can", "square")
 KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
@@ -78,9 +78,11 @@ def _member(
     act_steps: int,
     retries: int,
     resumable: bool,
+    record_frames: bool,
     kwargs: dict,
 ) -> gym.Env:
-    env: gym.Env = ChunkedEnv(make_single(task, seed, **kwargs), obs_history, act_steps)
+    raw = make_single(task, seed, **kwargs)
+    env: gym.Env = ChunkedEnv(RecordFrames(raw) if record_frames else raw, obs_history, act_steps)
     if resumable:
         env = ResumableEpisodes(env)
     return RetryFailedStarts(env, retries) if retries else env
@@ -97,6 +99,7 @@ def make(
     vectorization: str = "sync",
     retry_failed_starts: int = 0,
     resumable: bool = False,
+    record_frames: bool = False,
     **task_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env of ``num_envs`` chunked members; member ``i`` is seeded ``seed + i``.
@@ -108,6 +111,10 @@ def make(
     each member's own generator) and records the chunks it executes, so that the members'
     state can be saved as data (:func:`episode_states`) and re-created exactly in a new vector
     env (:func:`restore_episodes`); ``wrappers.ResumableEpisodes``.
+
+    ``record_frames=True`` puts ``wrappers.RecordFrames`` under each member's ``ChunkedEnv``
+    (build the members with ``render_mode="rgb_array"``): ``set_attr("film_episodes", [...])``
+    says how many episodes each member films, ``call("pop_frames")`` takes the frames.
 
     Autoreset is SAME_STEP: when a member's episode ends, the returned observation is already
     the next episode's first one, and ``info["final_obs"]`` / ``info["final_info"]`` (masked by
@@ -123,7 +130,15 @@ def make(
     kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels)
     fns = [
         partial(
-            _member, task, seed + i, obs_history, act_steps, retry_failed_starts, resumable, kwargs
+            _member,
+            task,
+            seed + i,
+            obs_history,
+            act_steps,
+            retry_failed_starts,
+            resumable,
+            record_frames,
+            kwargs,
         )
         for i in range(num_envs)
     ]
@@ -192,6 +207,7 @@ def make_expert(task: str, jitter: float = 0.0) -> ScriptedExpert:
 
 __all__ = [
     "ChunkedEnv",
+    "RecordFrames",
     "ScriptedExpert",
     "TaskSpec",
     "env_factory",

@@ -9,6 +9,9 @@ Environments know nothing of learning. A *task factory* builds one single, un-ch
   multi-stage tasks ``info["num_subtasks"]`` (int: subtasks completed so far);
 - ``terminated`` only for true terminal states, ``truncated`` at the time limit (the time limit
   is applied inside the factory, so ``truncated`` is set on the last step).
+- ``render_mode="rgb_array"`` (with ``image_size``) makes ``render()`` return a uint8 HxWx3
+  frame of the current state from the suite's camera, drawn offscreen (``envs/render.py``
+  chooses ``MUJOCO_GL``); observations, rewards and the episode are the same with or without it.
 
 ``envs.make`` wraps these into chunked, history-stacked vector envs; the wrappers live in
 ``envs/wrappers.py``. A scripted expert follows :class:`ScriptedExpert` and may read privileged

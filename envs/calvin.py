@@ -238,13 +238,16 @@ def make_calvin_env(
     subtask: str | None = None,
     initial_states: np.ndarray | None = None,
     terminate_on_success: bool = True,
+    render_mode: str | None = None,
+    image_size: int | None = None,
 ) -> gym.Env:
     """Build :class:`CalvinTaskEnv` on a real ``PlayTableSimEnv``.
 
     ``dataset_path`` (or ``$CALVIN_DATASET_PATH``) is a CALVIN split folder (e.g.
     ``task_D_D/validation``) whose ``.hydra/merged_config.yaml`` describes the scene, as
     ``calvin_env.envs.play_table_env.get_env`` needs. The static camera renders at every step
-    (CALVIN always renders its cameras), so ``pixels`` only documents intent here.
+    (CALVIN always renders its cameras), so ``pixels`` and ``render_mode`` only document intent
+    here, and ``image_size`` is ignored: ``render()`` gives the static camera's own size.
     """
     if not calvin_available():
         raise CalvinUnavailableError(INSTALL_HINT)

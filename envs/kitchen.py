@@ -55,21 +55,22 @@ subtasks are done (``terminate_on_success``, D4RL's ``TERMINATE_ON_TASK_COMPLETE
 reward is left, so it is a true terminal state. ``truncated`` is set at ``max_episode_steps``
 (D4RL: 280 steps = 22.4 s).
 
-Pixels: ``pixels=True`` builds the offscreen renderer (``image_size`` square, the default free
-camera of FrankaKitchen-v1) with shadows, reflections and multisampling switched off in the model
-(~20 ms a frame on two CPU cores instead of ~480-740 ms); ``env.render()`` returns a uint8 HxWx3
-frame (``MUJOCO_GL`` defaults to ``egl``). The observation stays the state vector.
+Pixels: ``pixels=True`` (or ``render_mode="rgb_array"``) builds the offscreen renderer
+(``image_size`` square, the default free camera of FrankaKitchen-v1) with shadows, reflections
+and multisampling switched off in the model (~20 ms a frame on two CPU cores instead of
+~480-740 ms); ``env.render()`` returns a uint8 HxWx3 frame (``MUJOCO_GL``: egl, else osmesa when
+unset, ``envs.render.choose_gl``). The observation stays the state vector.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from envs.base import TaskSpec
+from envs.render import choose_gl, fast_render_model
 
 OBS_DIM = 59
 ACTION_DIM = 9
@@ -135,13 +136,6 @@ def _import_kitchen() -> type:
     return RoboticsKitchenEnv
 
 
-def _fast_render_model(model: Any) -> None:
-    """Switch off shadows, reflections and 8x multisampling (render cost, not physics)."""
-    model.light_castshadow[:] = 0
-    model.mat_reflectance[:] = 0.0
-    model.vis.quality.offsamples = 0
-
-
 class KitchenEnv(gym.Env):
     """One D4RL kitchen task set on FrankaKitchen-v1 that follows envs/base.py."""
 
@@ -155,7 +149,10 @@ class KitchenEnv(gym.Env):
         terminate_on_success: bool = True,
         pixels: bool = False,
         image_size: int = 84,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if task not in KITCHEN_TASKS:
             raise ValueError(
                 f"unknown kitchen task {task!r}: expected one of {list(KITCHEN_TASKS)}"
@@ -170,9 +167,10 @@ class KitchenEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.terminate_on_success = terminate_on_success
         self.pixels = pixels
+        self.render_mode = "rgb_array" if pixels or render_mode else None
         render: dict[str, Any] = {}
-        if pixels:
-            os.environ.setdefault("MUJOCO_GL", "egl")
+        if self.render_mode:
+            choose_gl()
             render = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
         robotics_env = _import_kitchen()
         self._sim_env = robotics_env(
@@ -181,8 +179,8 @@ class KitchenEnv(gym.Env):
             remove_task_when_completed=True,
             **render,
         )
-        if pixels:
-            _fast_render_model(self._sim_env.model)
+        if self.render_mode:
+            fast_render_model(self._sim_env.model)
         self._seed = int(seed)
         self._seeded = False
         self._t = 0
@@ -255,8 +253,11 @@ class KitchenEnv(gym.Env):
         return obs, float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray:
-        if not self.pixels:
-            raise RuntimeError(f"{self.task}: render() needs the env built with pixels=True")
+        if self.render_mode is None:
+            raise RuntimeError(
+                f"{self.task}: render() needs the env built with pixels=True or "
+                "render_mode='rgb_array'"
+            )
         return np.asarray(self._sim_env.render(), dtype=np.uint8).copy()
 
     def close(self) -> None:
@@ -270,6 +271,7 @@ def make_kitchen_env(
     pixels: bool = False,
     image_size: int = 84,
     terminate_on_success: bool = True,
+    render_mode: str | None = None,
 ) -> gym.Env:
     """Factory for :class:`KitchenEnv`; ``max_episode_steps=None`` takes D4RL's 280."""
     return KitchenEnv(
@@ -279,4 +281,5 @@ def make_kitchen_env(
         terminate_on_success=terminate_on_success,
         pixels=pixels,
         image_size=image_size,
+        render_mode=render_mode,
     )

@@ -24,6 +24,12 @@ dense reward and termination on success (the critic would learn that success los
 MT10 / MT50: each reset first draws a task class uniformly, then one of its goals.
 ``one_hot=True`` appends the task's one-hot id to the observation (SODP pre-trains without it).
 Their scripted expert (:class:`MultiTaskExpert`) follows the class the last reset drew.
+
+Rendering. ``render_mode="rgb_array"`` (or ``pixels=True``) builds Meta-World's offscreen
+renderer (``image_size`` square, its default camera) with shadows, reflections and multisampling
+off (``envs.render.fast_render_model``: ~10x cheaper); ``env.render()`` draws a uint8 HxWx3 frame
+of the current state, right side up. The observation stays the state vector. Control runs at
+80 Hz (5 substeps of 2.5 ms), Meta-World's ``render_fps``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.base import TaskSpec
+from envs.render import choose_gl, fast_render_model
 
 OBS_DIM = 39
 ACTION_DIM = 4
@@ -78,7 +85,7 @@ def metaworld_spec(task: str, max_episode_steps: int = 150, one_hot: bool = Fals
 class MetaWorldEnv(gym.Env):
     """One Meta-World env (single task class, or a multi-task set) that follows envs/base.py."""
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
     def __init__(
         self,
@@ -90,7 +97,10 @@ class MetaWorldEnv(gym.Env):
         one_hot: bool = False,
         pixels: bool = False,
         image_size: int = 84,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if reward not in ("dense", "sparse"):
             raise ValueError(f"reward must be 'dense' or 'sparse', got {reward!r}")
         if reward == "dense" and terminate_on_success:
@@ -105,8 +115,14 @@ class MetaWorldEnv(gym.Env):
         self.spec_ = metaworld_spec(task, max_episode_steps, one_hot)
         self._names = sorted(classes)
         self._tasks = {n: [t for t in tasks if t.env_name == n] for n in self._names}
-        render = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
-        self._envs = {n: classes[n](**(render if pixels else {})) for n in self._names}
+        self.render_mode = "rgb_array" if pixels or render_mode else None
+        render: dict[str, Any] = {}
+        if self.render_mode:
+            choose_gl()
+            render = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
+        self._envs = {n: classes[n](**render) for n in self._names}
+        for env in self._envs.values() if render else ():
+            fast_render_model(env.model)
         for i, env in enumerate(self._envs.values()):
             env.seed(seed + i)
         self._active = self._names[0]
@@ -221,6 +237,7 @@ def make_metaworld_env(
     max_episode_steps: int | None = None,
     pixels: bool = False,
     image_size: int = 84,
+    render_mode: str | None = None,
     **kwargs: Any,
 ) -> gym.Env:
     """Factory for :class:`MetaWorldEnv` (see the module docstring for reward and goals)."""
@@ -230,6 +247,7 @@ def make_metaworld_env(
         max_episode_steps=max_episode_steps or 150,
         pixels=pixels,
         image_size=image_size,
+        render_mode=render_mode,
         **kwargs,
     )
 

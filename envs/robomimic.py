@@ -58,7 +58,9 @@ grasp-and-place episodes replays a seeded episode bit for bit like a fresh one (
 Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
 uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after every reset and step,
 returned in ``info["agentview"]`` and by ``env.render()``; the observation stays the low-dim
-vector.
+vector. ``render_mode="rgb_array"`` alone builds the offscreen renderer and draws the agentview
+frame only when ``env.render()`` is called (a video of some episodes costs only their frames).
+Shadows and reflections stay on (they cost robosuite ~1.4x, not Kitchen's ~20x).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.base import TaskSpec
+from envs.render import choose_gl
 
 ACTION_DIM = 7
 CONTROL_FREQ = 20
@@ -163,7 +166,10 @@ class RobomimicEnv(gym.Env):
         image_size: int = 84,
         terminate_on_success: bool = False,
         hard_reset: bool = False,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if task not in ROBOMIMIC_TASKS:
             raise ValueError(f"unknown robomimic task {task!r}: expected one of {list(_TASKS)}")
         spec = ROBOMIMIC_TASKS[task]
@@ -173,6 +179,9 @@ class RobomimicEnv(gym.Env):
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
+        self.render_mode = "rgb_array" if pixels or render_mode else None
+        if self.render_mode:
+            choose_gl()  # before robosuite's import, which fixes its backend (egl if unset)
         import robosuite
 
         self.task = task
@@ -185,7 +194,7 @@ class RobomimicEnv(gym.Env):
             robots="Panda",
             controller_configs=osc_pose_controller_config(),
             has_renderer=False,
-            has_offscreen_renderer=pixels,
+            has_offscreen_renderer=self.render_mode is not None,
             use_camera_obs=False,  # frames are rendered in _observe, after the step
             reward_shaping=False,
             control_freq=CONTROL_FREQ,
@@ -197,7 +206,8 @@ class RobomimicEnv(gym.Env):
         self._object_keys = tuple(spec.extra["object_keys"])
         self._check_layout()
         self._t = 0
-        self._frame: np.ndarray | None = None
+        self._started = False
+        self._frame: np.ndarray | None = None  # the agentview frame of the current state
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
 
@@ -235,12 +245,16 @@ class RobomimicEnv(gym.Env):
         """
         self._sim_env._get_observations(force_update=True)
         raw = self._sim_env._get_observations(force_update=True)
+        self._frame = None
         if self.pixels:
-            size = self.image_size
-            frame = self._sim_env.sim.render(width=size, height=size, camera_name="agentview")
-            self._frame = np.ascontiguousarray(frame[::-1])  # MuJoCo's rows run bottom-up
+            self._frame = self._agentview()
             info["agentview"] = self._frame
         return self._flat(raw)
+
+    def _agentview(self) -> np.ndarray:
+        size = self.image_size
+        frame = self._sim_env.sim.render(width=size, height=size, camera_name="agentview")
+        return np.ascontiguousarray(frame[::-1])  # MuJoCo's rows run bottom-up
 
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
@@ -253,6 +267,7 @@ class RobomimicEnv(gym.Env):
             self._sim_env.rng.bit_generator.state = fresh.bit_generator.state
         self._sim_env.reset()
         self._t = 0
+        self._started = True
         info: dict[str, Any] = {"success": bool(self._sim_env._check_success())}
         return self._observe(info), info
 
@@ -324,14 +339,18 @@ class RobomimicEnv(gym.Env):
             for k, v in attrs.items():
                 setattr(obj, k, copy.deepcopy(v))
         self._t = snap["t"]
+        self._frame = None  # another state: render() draws it anew
 
     def render(self) -> np.ndarray:
-        if not self.pixels:
+        if self.render_mode is None:
             raise RuntimeError(
-                f"{self.task}: render() needs the env built with pixels=True (agentview camera)"
+                f"{self.task}: render() needs the env built with pixels=True or "
+                "render_mode='rgb_array' (agentview camera)"
             )
-        if self._frame is None:
+        if not self._started:
             raise RuntimeError(f"{self.task}: render() called before reset()")
+        if self._frame is None:
+            self._frame = self._agentview()  # drawn on demand, kept until the next step
         return self._frame
 
     def close(self) -> None:
@@ -346,6 +365,7 @@ def make_robomimic_env(
     image_size: int = 84,
     terminate_on_success: bool = False,
     hard_reset: bool = False,
+    render_mode: str | None = None,
 ) -> gym.Env:
     """Factory for :class:`RobomimicEnv`; ``max_episode_steps=None`` takes the task's horizon."""
     return RobomimicEnv(
@@ -356,4 +376,5 @@ def make_robomimic_env(
         image_size=image_size,
         terminate_on_success=terminate_on_success,
         hard_reset=hard_reset,
+        render_mode=render_mode,
     )

@@ -13,7 +13,8 @@ One wrapper step runs up to T_a env steps and stops early when the episode ends.
 
 A training member is ``ChunkedEnv -> ResumableEpisodes [-> RetryFailedStarts]``: every episode
 starts from a seeded reset and its executed chunks are recorded, so the member's state is data
-(``episode_state``) that a fresh member re-creates by replay (``restore_episode``).
+(``episode_state``) that a fresh member re-creates by replay (``restore_episode``). A filming
+member puts :class:`RecordFrames` under the ``ChunkedEnv``, so that every env step is a frame.
 """
 
 from __future__ import annotations
@@ -229,3 +230,58 @@ class RetryFailedStarts(gym.Wrapper):
         self._start_seed, self._attempt = int(retry["start_seed"]), int(retry["attempt"])
         self._failed = bool(retry["failed"])
         return out
+
+
+class RecordFrames(gym.Wrapper):
+    """Renders ``env.render()`` after the reset and after every step of the episodes it is
+    asked to film, and hands the frames out with :meth:`pop_frames`; observations, rewards and
+    infos pass through untouched.
+
+    Episodes are counted from the last seeded reset: ``reset(seed=s)`` starts episode 0 (and
+    drops frames not yet taken), each reset without a seed (a vector env's autoreset) the next
+    one. The first ``film_episodes`` episodes are filmed (set it per member of a vector env with
+    ``set_attr("film_episodes", [...])``); the others render nothing, so they cost nothing. An
+    episode of T steps gives T + 1 frames::
+
+        reset        step 1      step 2   ...  step T
+        frame 0      frame 1     frame 2       frame T     (each tagged with its episode)
+
+    Wrap the raw env (under ``ChunkedEnv``) built with ``render_mode="rgb_array"``; a failure to
+    render is raised as ``envs.render.RenderError`` naming ``MUJOCO_GL``.
+    """
+
+    def __init__(self, env: gym.Env, film_episodes: int = 0) -> None:
+        super().__init__(env)
+        self.film_episodes = film_episodes
+        self._episode = -1
+        self._frames: list[tuple[int, np.ndarray]] = []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            self._episode, self._frames = 0, []
+        else:
+            self._episode += 1
+        self._capture()
+        return obs, info
+
+    def step(self, action: np.ndarray):
+        out = self.env.step(action)
+        self._capture()
+        return out
+
+    def _capture(self) -> None:
+        if not 0 <= self._episode < self.film_episodes:
+            return
+        from envs.render import render_failure
+
+        try:
+            frame = self.env.render()
+        except Exception as err:
+            raise render_failure(err) from err
+        self._frames.append((self._episode, np.asarray(frame, dtype=np.uint8)))
+
+    def pop_frames(self) -> list[tuple[int, np.ndarray]]:
+        """The frames rendered since the last call, oldest first, as (episode, HxWx3 uint8)."""
+        frames, self._frames = self._frames, []
+        return frames

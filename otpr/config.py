@@ -314,10 +314,23 @@ class Config:
     """Also log to Weights & Biases (needs wandb installed)."""
     progress: bool = True
     """Show progress bars."""
+    video: int = 1
+    """Evaluation episodes to film as mp4 (0: none): the ``otpr`` job films its final policy
+    into the run directory; otpr-pretrain, otpr-finetune and otpr-eval film only when given
+    (``video=N``; otpr-eval into ``<run_dir>/videos/``). otpr/video.py."""
+    video_size: int = 256
+    """Width and height of the video frames in pixels (rendered offscreen: MUJOCO_GL)."""
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0 (numpy seeds are unsigned), got {self.seed}")
         _check(self.threads >= 0, "threads", "must be >= 0")
+        for key, low in (("video", 0), ("video_size", 16)):
+            value = getattr(self, key)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                key,
+                f"must be an int >= {low}, got {value!r}",
+            )
         _one_of(self.weights, "weights", WEIGHTS)
         _check(
             isinstance(self.algo, AlgoConfig),
@@ -353,6 +366,7 @@ def apply_debug(cfg: Config) -> Config:
     a.shrink_for_debug()
     o.steps_per_iter = min(o.steps_per_iter, 5)
     p.num_steps = min(p.num_steps, 5)
+    cfg.video = min(cfg.video, 1)  # one episode of at most max_episode_steps (40) steps
     return cfg
 
 

@@ -108,7 +108,8 @@ def refusal(err: BaseException) -> str | None:
     """The one-line message for an exception that refuses bad input, or None for a bug.
 
     Refusals: ``DatasetError`` (and CALVIN's ``CalvinDatasetError``), ``ConfigError``,
-    ``CheckpointError``, :class:`UsageError`, Hydra's and OmegaConf's config errors (an unknown
+    ``CheckpointError``, :class:`UsageError`, ``RenderError`` (no offscreen rendering for a
+    video: it names ``MUJOCO_GL``), Hydra's and OmegaConf's config errors (an unknown
     key, a missing group option, a value of the wrong type), ``FileNotFoundError`` and an
     ``ImportError`` of an optional package (``OPTIONAL_PACKAGES``; ``CalvinUnavailableError``),
     and the ``FloatingPointError`` of a run stopped on a non-finite loss or weight (its message
@@ -123,6 +124,7 @@ def refusal(err: BaseException) -> str | None:
         UsageError,
         *_classes("otpr.checkpoint", "CheckpointError"),
         *_classes("envs.calvin", "CalvinDatasetError", "CalvinUnavailableError"),
+        *_classes("envs.render", "RenderError"),
     )
     if isinstance(err, named):
         return one_line(str(err)) or type(err).__name__

@@ -51,6 +51,7 @@ a ``FloatingPointError`` naming it and the iteration, before anything non-finite
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -161,9 +162,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ envs
     def _make_env(
-        self, num_envs: int, seed: int, retry_failed_starts: int = 0, resumable: bool = False
+        self,
+        num_envs: int,
+        seed: int,
+        retry_failed_starts: int = 0,
+        resumable: bool = False,
+        **extra: Any,
     ) -> Any:
+        """The task's vector env; ``extra`` adds to (or replaces) ``vectorization`` and
+        ``task.env_kwargs``."""
         t = self.cfg.task
+        kwargs = {"vectorization": t.vectorization, **t.env_kwargs, **extra}
         with rng_neutral():
             return envs.make(
                 t.name,
@@ -172,10 +181,9 @@ class Trainer:
                 obs_history=t.obs_history,
                 act_steps=t.act_steps,
                 max_episode_steps=t.max_episode_steps,
-                vectorization=t.vectorization,
                 retry_failed_starts=retry_failed_starts,
                 resumable=resumable,
-                **t.env_kwargs,
+                **kwargs,
             )
 
     def _train_seed(self) -> int:
@@ -504,22 +512,67 @@ class Trainer:
         """What this run's evaluations depend on besides the weights."""
         return evaluation.settings(self.cfg, self.algo.acting_policy, self.algo.eval_settings())
 
+    def _eval_act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """How an evaluation acts (``evaluation.ActFn``)."""
+        return self.algo.act(obs, explore=False, generator=generator)[0]
+
     def evaluate(self) -> dict[str, float]:
         """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds,
         recorded in the run's evaluation history and logged."""
         t = self.cfg.task
-
-        def act(obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
-            return self.algo.act(obs, explore=False, generator=generator)[0]
-
         with evaluation.evaluating(self.cfg, self.algo.acting_policy):
             out = evaluation.run_episodes(
-                self.eval_env, act, t.eval_episodes, t.eval_num_envs, t.eval_seed, t.act_steps
+                self.eval_env,
+                self._eval_act,
+                t.eval_episodes,
+                t.eval_num_envs,
+                t.eval_seed,
+                t.act_steps,
             )
         record = {"env_steps": self.state.env_steps, "iteration": self.state.iteration, **out}
         self.state.evals.append(dict(record, eval_settings=self.eval_settings()))
         self.logger.log(dict(record, wall_time_s=self.wall_time()), step=self.state.env_steps)
         return out
+
+    def film(self, episodes: int, out_dir: str | Path, prefix: str = "") -> list[Path]:
+        """The evaluation's first ``episodes`` episodes of the acting policy as mp4 files in
+        ``out_dir`` (``otpr.video``: run again on the evaluation's seeds with rendering on; the
+        evaluation env, the run's RNGs and its records are untouched). ``RenderError`` (one
+        line naming ``MUJOCO_GL``) when the frames cannot be drawn."""
+        from envs.render import RenderError, choose_gl, render_failure
+        from otpr.video import film_episodes
+
+        t = self.cfg.task
+        if episodes < 1:
+            return []
+        choose_gl()
+        render: dict[str, Any] = {"render_mode": "rgb_array", "image_size": self.cfg.video_size}
+        if t.env_kwargs.get("pixels"):  # renders for the policy at its own size: keep it
+            render.pop("image_size")
+        try:
+            env = self._make_env(
+                t.eval_num_envs, t.eval_seed, vectorization="sync", record_frames=True, **render
+            )
+        except RenderError:
+            raise
+        except Exception as err:  # the same env renders nothing otherwise: its renderer failed
+            raise render_failure(err) from err
+        try:
+            with evaluation.evaluating(self.cfg, self.algo.acting_policy), rng_neutral():
+                return film_episodes(
+                    env,
+                    self._eval_act,
+                    episodes,
+                    t.eval_num_envs,
+                    t.eval_seed,
+                    t.act_steps,
+                    out_dir,
+                    self.cfg.video_size,
+                    prefix=prefix,
+                    progress=self.cfg.progress,
+                )
+        finally:
+            env.close()
 
     def collect(self) -> dict[str, float]:
         """``steps_per_iter`` decisions in every training env, stored as chunk transitions."""
@@ -653,9 +706,16 @@ def summary_of(
 
 
 def run(
-    cfg: Config, run_dir: str | Path, stages: tuple[str, ...] = ("pretrain", "finetune")
+    cfg: Config,
+    run_dir: str | Path,
+    stages: tuple[str, ...] = ("pretrain", "finetune"),
+    video: int = 0,
 ) -> dict[str, Any]:
-    """Run the configured stages in ``run_dir`` (resuming if it holds a checkpoint)."""
+    """Run the configured stages in ``run_dir`` (resuming if it holds a checkpoint), then film
+    ``video`` evaluation episodes of the final policy next to curves.png
+    (``final_episode_000_success.mp4``; ``Trainer.film``). A video that cannot be rendered is
+    reported in one line on stderr, and the run stands."""
+    from envs.render import RenderError
     from otpr.report import write_report
 
     lock = ckpt_io.RunLock(run_dir)  # one training process per run directory
@@ -688,6 +748,12 @@ def run(
                 trainer.finetune()
             summary = trainer.summary()
             write_report(trainer.run_dir, summary)
+            if video > 0:
+                try:
+                    paths = trainer.film(video, trainer.run_dir, prefix="final_")
+                    print("video: " + ", ".join(str(p) for p in paths))
+                except RenderError as err:
+                    print(f"video: not written: {err}", file=sys.stderr)
             return summary
         finally:
             trainer.close()

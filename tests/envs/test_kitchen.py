@@ -195,3 +195,14 @@ def test_pixels_render() -> None:
     env.close()
     with pytest.raises(RuntimeError, match="pixels=True"):
         make_kitchen_env("kitchen-complete", seed=0).render()
+
+
+@pytest.mark.kitchen
+@needs_robotics
+def test_render_mode_renders_without_pixels() -> None:
+    env = make_kitchen_env("kitchen-complete", seed=0, render_mode="rgb_array", image_size=32)
+    env.reset()
+    frame = env.render()
+    assert frame.shape == (32, 32, 3) and frame.std() > 5.0
+    assert not env.model.light_castshadow.any()  # the cheap scene, as with pixels=True
+    env.close()

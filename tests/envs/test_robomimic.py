@@ -222,6 +222,29 @@ def test_pixels_agentview_right_side_up() -> None:
         make_robomimic_env("lift", seed=0).render()
 
 
+@pytest.mark.robosuite
+@pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
+def test_render_mode_draws_the_agentview_on_demand() -> None:
+    """``render_mode="rgb_array"`` renders nothing per step (a video films only its frames),
+    and ``render()`` draws the frame that ``pixels=True`` renders every step; the episode is the
+    same."""
+    lazy = make_robomimic_env("lift", seed=0, render_mode="rgb_array", image_size=32)
+    eager = make_robomimic_env("lift", seed=0, pixels=True, image_size=32)
+    obs_lazy, _ = lazy.reset(seed=3)
+    obs_eager, _ = eager.reset(seed=3)
+    action = np.array([0.5, 0.0, -0.3, 0.0, 0.0, 0.0, -1.0])
+    for _ in range(2):
+        obs_lazy, _, _, _, info_lazy = lazy.step(action)
+        obs_eager, _, _, _, info_eager = eager.step(action)
+    assert "agentview" not in info_lazy
+    np.testing.assert_array_equal(obs_lazy, obs_eager)
+    frame = lazy.render()
+    assert frame is lazy.render()  # drawn once per state
+    np.testing.assert_array_equal(frame, info_eager["agentview"])
+    lazy.close()
+    eager.close()
+
+
 def _run_expert(task: str, seeds: list[int], jitter: float = 0.0) -> list[bool]:
     env = make_robomimic_env(task, seed=0)
     expert = envs.make_expert(task, jitter=jitter)

@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from envs.calvin import INSTALL_HINT, CalvinDatasetError, CalvinUnavailableError
+from envs.render import RenderError
 from otpr import cli  # noqa: F401  registers the config schemas
 from otpr.checkpoint import CheckpointError
 from otpr.config import ConfigError
@@ -52,6 +53,7 @@ def _kitchen_import_error() -> ImportError:
         (_kitchen_import_error(), "Franka Kitchen needs gymnasium-robotics"),
         (ConfigError("a: first line\n  second line"), "a: first line second line"),
         (FloatingPointError("non-finite training metrics at iteration 2"), "iteration 2"),
+        (RenderError("MUJOCO_GL=egl: rendering failed (x)\n  y"), "MUJOCO_GL=egl: rendering"),
     ],
 )
 def test_refusals_have_one_line(err: Exception, line: str) -> None:
@@ -186,6 +188,8 @@ def _assert_refused(done: subprocess.CompletedProcess, command: str, *words: str
         ("otpr", ["+algo.guidence=Q"], ["algo.guidence", "not a setting of OTPRConfig"]),
         ("otpr", ["task=nosuch"], ["task=nosuch", "reach"]),
         ("otpr", ["task.name=nosuch"], ["task.name", "nosuch"]),
+        ("otpr", ["video=-1"], ["video", "int >= 0", "got -1"]),
+        ("otpr-eval", ["checkpoint=/nonexistent", "video=abc"], ["video", "abc"]),
         ("otpr-pretrain", ["task.demos.path=missing.hdf5"], ["missing.hdf5"]),
         ("otpr-finetune", [], ["checkpoint"]),
         ("otpr-finetune", ["checkpoint=nowhere"], ["nowhere", "no checkpoint"]),
