@@ -21,14 +21,15 @@ without noise (DDIM eta 0, no floor) under ``algo.eval_deterministic``, on in ``
 DPPO evaluates. All K steps are fine-tuned (DPPO can freeze the earliest ones with a copy of
 the base network; this does not).
 
-The loop (``otpr.loop.Trainer``) steps the envs; this algorithm records the chains, computes
-the advantages and updates the policy and V. Truncation is not termination: a decision cut by the
-time limit bootstraps from V of its final observation.
+The chain's pieces (the step log-probabilities, the clip schedule, the clipped surrogate, the
+behaviour-cloning term and the minibatch loop) are ``otpr/algos/chain_ppo.py``, shared with
+SODP (``algo=sodp``). The loop (``otpr.loop.Trainer``) steps the envs; this algorithm records
+the chains, computes the advantages and updates the policy and V. Truncation is not
+termination: a decision cut by the time limit bootstraps from V of its final observation.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +42,15 @@ from torch import Tensor
 from critics.value import StateValue
 from envs.base import TaskSpec
 from otpr.algos.base import Algorithm, Step, register_algo
+from otpr.algos.chain_ppo import (
+    ChainBatch,
+    bc_regulariser,
+    clip_schedule,
+    record_chain,
+    update_chain_policy,
+)
 from otpr.buffer import TrainingData
 from otpr.config import AlgoConfig, Config, _check, _one_of
-
-LOG_PROB_RANGE = (-5.0, 2.0)  # DPPO's clamp of per-element log-densities
 
 
 def gae(
@@ -74,43 +80,6 @@ def gae(
         running = delta[t] + discount[t] * lam * (1.0 - done[t]) * running
         adv[t] = running
     return adv, adv + value
-
-
-def clip_schedule(num_steps: int, final: float, base: float, rate: float) -> Tensor:
-    """Ratio clip range per denoising step [K]: ``base`` at the first step, ``final`` at the
-    last, exponential in between (DPPO: base + (final - base) (e^{rate u} - 1) / (e^rate - 1),
-    u = k / (K - 1))."""
-    if num_steps == 1:
-        return torch.tensor([final])
-    u = torch.arange(num_steps, dtype=torch.float64) / (num_steps - 1)
-    clip = base + (final - base) * torch.expm1(rate * u) / math.expm1(rate)
-    return clip.float()
-
-
-def step_log_prob(x_next: Tensor, mean: Tensor, std: Tensor, act_steps: int) -> Tensor:
-    """DPPO's per-step log-probability [N]: the per-element Gaussian log-density of x_next
-    ([N, H, A]) clamped to [-5, 2] and averaged over the first ``act_steps`` rows."""
-    std = torch.as_tensor(std, dtype=x_next.dtype, device=x_next.device)
-    dens = -0.5 * ((x_next - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
-    dens = dens.expand_as(x_next)[:, :act_steps].clamp(*LOG_PROB_RANGE)
-    return dens.flatten(1).mean(1)
-
-
-def compute_policy_loss(
-    log_prob: Tensor, old_log_prob: Tensor, advantage: Tensor, clip: Tensor
-) -> tuple[Tensor, dict[str, float]]:
-    """PPO's clipped surrogate mean(max(-A r, -A clip(r, 1 - c, 1 + c))), r = exp(new - old);
-    all inputs [B] (``clip`` per sample)."""
-    log_ratio = log_prob - old_log_prob
-    ratio = log_ratio.exp()
-    loss = torch.max(-advantage * ratio, -advantage * torch.clamp(ratio, 1 - clip, 1 + clip))
-    with torch.no_grad():
-        info = {
-            "ppo/approx_kl": float(((ratio - 1) - log_ratio).mean()),
-            "ppo/clip_frac": float(((ratio - 1).abs() > clip).float().mean()),
-            "ppo/ratio": float(ratio.mean()),
-        }
-    return loss.mean(), info
 
 
 @dataclass
@@ -213,19 +182,11 @@ class DPPO(Algorithm):
         if not explore:
             return super().act(obs, explore, generator)
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        chain = self.policy.sample_chain(obs_t, 1, generator=self.generator)
-        xs = chain.xs[:, 0]  # [N, K + 1, H, A]
-        log_prob = torch.stack(
-            [
-                step_log_prob(xs[:, k + 1], chain.means[:, 0, k], chain.stds[k], self.act_steps)
-                for k in range(xs.shape[1] - 1)
-            ],
-            dim=1,
-        )
+        chunks, xs, log_prob = record_chain(self.policy, obs_t, self.generator, self.act_steps)
         self._rows["obs"].append(obs_t)
         self._rows["xs"].append(xs)
         self._rows["log_prob"].append(log_prob)
-        return chain.actions[:, 0].cpu().numpy(), {}
+        return chunks.cpu().numpy(), {}
 
     def observe(self, step: Step) -> None:
         dev = self.device
@@ -282,61 +243,26 @@ class DPPO(Algorithm):
         raw_adv_std = float(adv.std()) if adv.numel() > 1 else 0.0
         if a.norm_advantages and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        xs = rows["xs"].flatten(0, 1)  # [B, K + 1, H, A]
-        old = rows["log_prob"].flatten(0, 1)  # [B, K]
-        num_k = old.shape[1]
+        old = rows["log_prob"]
+        num_k = old.shape[-1]
         clips = clip_schedule(num_k, a.clip, a.clip_base, a.clip_rate).to(adv)
         step_discount = a.denoising_gamma ** torch.arange(num_k - 1, -1, -1).to(adv)
-        total = obs.shape[0] * num_k
-        size = min(a.minibatch_size, total)
-        metrics: dict[str, list[float]] = {}
-
-        def log(info: dict[str, float]) -> None:
-            for key, v in info.items():
-                metrics.setdefault(key, []).append(v)
-
-        stopped = 0.0
-        for _ in range(a.epochs):
-            order = torch.randperm(total, generator=self.ppo_generator)
-            epoch_kl = []
-            for start in range(0, total - size + 1, size):
-                idx = order[start : start + size].to(adv.device)
-                b, k = idx // num_k, idx % num_k
-                log(self.value.update(states[b], ret[b]))
-                if not train_actor:
-                    continue
-                mean, std = policy.step_mean_std(obs[b], xs[b, k], k)
-                new = step_log_prob(xs[b, k + 1], mean, std, self.act_steps)
-                loss, info = compute_policy_loss(
-                    new, old[b, k], adv[b] * step_discount[k], clips[k]
-                )
-                info["ppo/policy_loss"] = float(loss.detach())
-                if a.bc_coef > 0:
-                    bc_obs, bc_act = bc_batch()
-                    bc_loss, _ = policy.compute_dsm_loss(bc_obs, bc_act)
-                    loss = loss + a.bc_coef * bc_loss
-                    info["ppo/bc_loss"] = float(bc_loss.detach())
-                self.actor_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if a.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), a.max_grad_norm)
-                    info["ppo/grad_norm"] = float(norm)
-                self.actor_optimizer.step()
-                self.after_policy_step()
-                log(info)
-                epoch_kl.append(info["ppo/approx_kl"])
-            if a.target_kl > 0 and epoch_kl and float(np.mean(epoch_kl)) > a.target_kl:
-                stopped = 1.0
-                break
-        out = {k: float(np.mean(v)) for k, v in metrics.items()}
-        out.update(
-            {
-                "ppo/advantage_std": raw_adv_std,
-                "ppo/return_mean": float(ret.mean()),
-                "ppo/early_stop": stopped,
-                "ppo/samples": float(total),
-            }
+        batch = ChainBatch(obs, rows["xs"].flatten(0, 1), old.flatten(0, 1), adv)
+        out = update_chain_policy(
+            policy,
+            self.actor_optimizer,
+            batch,
+            clips,
+            step_discount,
+            self.act_steps,
+            a,
+            self.ppo_generator,
+            regulariser=bc_regulariser(policy, bc_batch, a.bc_coef) if a.bc_coef > 0 else None,
+            before_step=lambda b: self.value.update(states[b], ret[b]),
+            after_step=self.after_policy_step,
+            train_actor=train_actor,
         )
+        out.update({"ppo/advantage_std": raw_adv_std, "ppo/return_mean": float(ret.mean())})
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -1,5 +1,6 @@
-"""PPO through the denoising chain (otpr/ppo.py): GAE, DPPO's clip schedule and log-probs, the
-clipped surrogate, the recorded chains, and a bandit the update must learn."""
+"""PPO through the denoising chain (otpr/algos/dppo.py, its chain pieces shared with SODP in
+otpr/algos/chain_ppo.py): GAE, DPPO's clip schedule and log-probs, the clipped surrogate, the
+recorded chains, and a bandit the update must learn."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 
 from envs.base import TaskSpec
 from otpr.algos import Step
-from otpr.algos.dppo import DPPO, clip_schedule, compute_policy_loss, gae, step_log_prob
+from otpr.algos.chain_ppo import clip_schedule, compute_policy_loss, step_log_prob
+from otpr.algos.dppo import DPPO, gae
 from otpr.config import ConfigError, from_dict
 
 warnings.filterwarnings("ignore")
