@@ -377,11 +377,24 @@ class Trainer:
         ckpt_io.load_modules(ckpt, others)
 
     def _check_dims(self, ckpt: Path, meta: dict[str, Any]) -> None:
+        """A checkpoint of another task may start this run (a planner pretrained on mt10
+        fine-tuned on reach-v3) when its policy fits: the same observation and action widths
+        and the same horizons T_o and H. Else one ``CheckpointError`` line naming the key."""
         for key in ("obs_dim", "action_dim"):
             if meta.get(key) != getattr(self.spec, key):
                 raise ckpt_io.CheckpointError(
                     f"{ckpt / 'meta.json'}: checkpoint {key}={meta.get(key)} does not match "
                     f"task {self.cfg.task.name!r} ({getattr(self.spec, key)})"
+                )
+        t = self.cfg.task
+        for key, ours, name in (
+            ("obs_horizon", t.obs_history, "task.obs_history"),
+            ("horizon", t.horizon, "task.horizon"),
+        ):
+            if key in meta and meta[key] != ours:
+                raise ckpt_io.CheckpointError(
+                    f"{ckpt / 'meta.json'}: checkpoint {key}={meta[key]} does not match "
+                    f"{name}={ours} of this run; set {name}={meta[key]}"
                 )
 
     def _resume_point(self, path: str | Path) -> ckpt_io.ResumePoint:
@@ -427,6 +440,9 @@ class Trainer:
             if e["env_steps"] == at and e.get("eval_settings") == settings
         ]
         same = plan["policy"] == ckpt_io.acting_weights(ckpt) or "policy_ema" in plan
+        # measured on the checkpoint's task: a planner pretrained on mt10 starts reach-v3 at a
+        # level measured anew on reach-v3
+        same = same and ckpt_io.read_meta(ckpt).get("task") == self.cfg.task.name
         self.state.evals = kept[-1:] if same else []
         self.state.phase = "pretrained"
 
