@@ -15,10 +15,14 @@ dql      Diffusion-QL (Wang et al. 2022): twin-Q TD        ``otpr/algos/dql.py``
 dsrl     DSRL (Wagenmaker et al. 2025): SAC over the        ``otpr/algos/dsrl.py``
          frozen policy's initial noise (DDIM eta 0);
          algo.variant=na: noise-aliased DSRL-NA
+sodp     SODP (Fan et al. 2025): PPO on the denoising       ``otpr/algos/sodp.py``
+         chain with the chunk's return, no critic, plus
+         BC on the best recent episodes (or none, KL, PL)
 bc       behaviour cloning only                             ``otpr/algos/bc.py``
 =======  =================================================  ===========================
 
-Add one with :func:`register_algo` (see ``otpr/algos/base.py``).
+DPPO and SODP share the chain's PPO pieces (``otpr/algos/chain_ppo.py``). Add one with
+:func:`register_algo` (see ``otpr/algos/base.py``).
 """
 
 from otpr.algos.base import (
@@ -33,7 +37,7 @@ from otpr.algos.base import (
 )
 
 # the built-in algorithms register themselves on import
-from otpr.algos import bc, dppo, dql, dsrl, idql, otpr  # noqa: E402, F401  isort: skip
+from otpr.algos import bc, dppo, dql, dsrl, idql, otpr, sodp  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "Algorithm",

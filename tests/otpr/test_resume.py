@@ -42,6 +42,9 @@ ALGO_SETTINGS = {
     # DPPO records its rollout across an iteration's decisions; with retried starts the
     # members' RetryFailedStarts counters are training state too
     "dppo": ["algo=dppo", "algo.retry_failed_starts=1"],
+    # SODP carries its target buffer, each member's episode so far and (kl) the frozen
+    # reference planner between iterations
+    "sodp": ["algo=sodp", "algo.regularizer=kl"],
 }
 # where each chain of runs is killed, in order; every kill is followed by a resume
 KILLS = {
@@ -52,6 +55,7 @@ KILLS = {
         "write:*_it00003",  # a checkpoint half written
     ],
     "dppo": ["saved:1", "collect:2:3", "write:*_it00003"],
+    "sodp": ["saved:1", "collect:2:3", "write:*_it00003"],
 }
 
 
@@ -85,7 +89,7 @@ def _weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["otpr", "dppo"])
+@pytest.mark.parametrize("algo", ["otpr", "dppo", "sodp"])
 def test_a_killed_run_resumes_exactly(tmp_path: Path, algo: str) -> None:
     args = ALGO_SETTINGS[algo]
     whole = _cli(tmp_path, tmp_path / "whole", args)

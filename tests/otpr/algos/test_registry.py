@@ -166,7 +166,7 @@ def test_each_algorithm_config_takes_only_its_own_keys() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["otpr", "dppo", "idql", "dql", "dsrl", "bc"])
+@pytest.mark.parametrize("name", ["otpr", "dppo", "idql", "dql", "dsrl", "sodp", "bc"])
 def test_every_registered_algorithm_runs_from_the_command_line(tmp_path: Path, name: str) -> None:
     """``otpr algo=<name> debug=true``: a summary, and a checkpoint with exactly the modules
     of the algorithm (no untrained critic in a DPPO checkpoint)."""
