@@ -12,7 +12,8 @@ Layout of ``<run_dir>/checkpoints/``::
         training_state/
             optimizers.pt      optimizer states (and any scheduler): tensors and plain
                                containers only, read with torch.load(weights_only=True)
-            rng.json           python, numpy, torch and the algorithm's generator states
+            rng.json           python, numpy, torch (CPU and GPUs) and the algorithm's
+                               generator states
             replay.npz         the replay buffer, filled part (read with allow_pickle=False)
             loop.json          iteration, env steps, episode counters, eval history
             episodes.json      the training envs' episodes in progress (each member's reset
@@ -152,6 +153,9 @@ def rng_state(extra_generators: dict[str, torch.Generator] | None = None) -> dic
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_initialized():  # the GPUs' default generators (draws without a generator)
+        for i, gpu_state in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda/{i}"] = gpu_state
     for name, gen in (extra_generators or {}).items():
         state[f"gen/{name}"] = gen.get_state()
     return state
@@ -195,6 +199,10 @@ def set_rng_state(
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    for key in [k for k in state if k.startswith("torch_cuda/")]:
+        index = int(key.split("/")[1])
+        if index < torch.cuda.device_count():  # a GPU run resumed without that GPU: skipped
+            torch.cuda.set_rng_state(state[key], index)
     for name, gen in (extra_generators or {}).items():
         if f"gen/{name}" in state:
             gen.set_state(state[f"gen/{name}"])

@@ -166,12 +166,14 @@ def probe(
         history = deque([obs] * t.obs_history, maxlen=t.obs_history)
         done, success = False, False
         while not done:
-            obs_t = torch.as_tensor(np.stack(history)[None], dtype=torch.float32)
+            obs_t = torch.as_tensor(
+                np.stack(history)[None], dtype=torch.float32, device=algo.device
+            )
             cand = policy.sample(obs_t, num_samples=num_candidates, generator=generator)
             for g in guidances:
                 cfg.algo.guidance = g
-                weights[g].append(algo.candidate_weights(obs_t, cand)[0].numpy())
-            chunks = cand[0, :, : t.act_steps].numpy()
+                weights[g].append(algo.candidate_weights(obs_t, cand)[0].cpu().numpy())
+            chunks = cand[0, :, : t.act_steps].cpu().numpy()
             snap = env.snapshot()
             scores = np.zeros(num_candidates)
             for i, chunk in enumerate(chunks):

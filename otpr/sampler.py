@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from policies.sde import generator_device
+
 SampleFn = Callable[[torch.Tensor, int], torch.Tensor]
 WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("sample", "argmax", "softmax")
@@ -103,8 +105,10 @@ def select(
         )
         probs = probs / probs.sum(dim=1, keepdim=True)
         info["sampler/uniform_fallback"] = float(zero.sum())
-    index = torch.multinomial(probs.to(torch.float32), 1, generator=generator).squeeze(1)
-    return index, info
+    # drawn where the generator lives (a CPU generator serves weights on any device)
+    where = generator_device(generator, probs.device)
+    index = torch.multinomial(probs.to(where, torch.float32), 1, generator=generator)
+    return index.squeeze(1).to(weights.device), info
 
 
 # ---------------------------------------------------------------- ready-made weight functions

@@ -36,7 +36,7 @@ from policies.samplers import (
     scale_noise,
     time_grid,
 )
-from policies.sde import VPSDE
+from policies.sde import VPSDE, generator_device
 
 SAMPLERS = ("ddim", "euler_maruyama", "dpm_solver_pp_2m")
 WEIGHT_NORMS = ("none", "batch_mean")
@@ -83,7 +83,9 @@ class DiffusionPolicy(ScorePolicy):
             1 is the sampler as derived, < 1 draws nearer the mode. Step log-probabilities
             (``sample_chain``, ``step_log_prob``) use the scaled stds, so they stay those of the
             chain that was drawn.
-        device: where the network, normaliser and samples live.
+        device: where the network, normaliser and samples live. Noise comes from a given
+            generator on that generator's device (``sde.generator_device``): a CPU generator
+            serves a policy on any device.
     """
 
     def __init__(
@@ -184,7 +186,9 @@ class DiffusionPolicy(ScorePolicy):
         x0 = self.normalizer.normalize_action(actions.to(self.device))
         cond = self._cond(obs)
         t = self.sde.sample_time(x0.shape[0], generator=generator, device=self.device)
-        noise = torch.randn(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
+        where = generator_device(generator, self.device)
+        noise = torch.randn(x0.shape, generator=generator, device=where, dtype=x0.dtype)
+        noise = noise.to(self.device)
         x_t = self.sde.perturb(x0, t, noise)
         eps_hat = self.net(x_t, t, cond)
         if eps_hat.shape != x0.shape:
@@ -264,7 +268,9 @@ class DiffusionPolicy(ScorePolicy):
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         shape = (n, self.horizon, self.action_dim)
-        return torch.randn(shape, generator=generator, device=self.device) * self.temperature
+        where = generator_device(generator, self.device)
+        noise = torch.randn(shape, generator=generator, device=where).to(self.device)
+        return noise * self.temperature
 
     def _repeated_cond(self, obs: Tensor, num_samples: int, where: str) -> Tensor:
         self._check_obs(obs, where)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from policies.sde import VPSDE
+from policies.sde import VPSDE, generator_device
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 SPACINGS = ("time_uniform", "logsnr_uniform")
@@ -241,8 +241,9 @@ def run_gaussian_chain(
         eps = eps_fn(x, t_vec)
         mean = gaussian_step_mean(x, eps, c_x[k], c_eps[k], a_t[k], s_t[k], clip_x0)
         if std[k] > 0.0:
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = mean + std[k] * noise
+            where = generator_device(generator, x.device)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where)
+            x = mean + std[k] * noise.to(x.device)
         else:
             x = mean
         if record:

@@ -149,10 +149,21 @@ class VPSDE:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """t ~ U[t_min, T], shape [batch_size], on ``device`` (default ``self.device``)."""
+        """t ~ U[t_min, T], shape [batch_size], on ``device`` (default ``self.device``); drawn
+        where ``generator`` lives (``generator_device``)."""
         device = self.device if device is None else device
-        u = torch.rand(batch_size, generator=generator, device=device)
-        return self.t_min + (self.T - self.t_min) * u
+        u = torch.rand(batch_size, generator=generator, device=generator_device(generator, device))
+        return self.t_min + (self.T - self.t_min) * u.to(device)
+
+
+def generator_device(
+    generator: torch.Generator | None, device: torch.device | str
+) -> torch.device | str:
+    """Where a draw from ``generator`` is made: on the generator's own device, then moved to
+    ``device`` by the caller; without a generator, on ``device`` (torch's default generator
+    there). So the CPU generators that the algorithms and evaluations seed, and checkpoints
+    keep, serve a policy on any device, and one seed draws the same noise on every device."""
+    return device if generator is None else generator.device
 
 
 def _expand(v: Tensor, like: Tensor) -> Tensor:
