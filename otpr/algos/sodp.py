@@ -33,9 +33,10 @@ log-probability, clip range and minibatch loop are DPPO's (``otpr/algos/chain_pp
 per-element mean log-density over the executed rows, so one clip range ``algo.clip`` per
 element); the KL is per element of the chunk (mean, not sum, over its H x A entries and over
 the minibatch's steps: the sum of eq. 23 over k divided by K H A); the fine-tuning learning rate
-is constant (the paper decays it); "several proficient trajectories generated at the beginning
-of each iteration" (sec. 3.2) are not drawn: the target buffer learns from the training
-episodes alone.
+decays by ``algo.lr_decay`` per iteration, constant by default (the paper decays it
+exponentially at a rate it does not state); "several proficient trajectories generated at the
+beginning of each iteration" (sec. 3.2) are not drawn: the target buffer learns from the
+training episodes alone.
 """
 
 from __future__ import annotations
@@ -237,6 +238,9 @@ class SODPConfig(AlgoConfig):
     """Iterations without policy updates (N_init already holds the first ones back)."""
     actor_lr: float = 1e-5
     """Learning rate of the planner during fine-tuning (the paper's 1e-5)."""
+    lr_decay: float = 1.0
+    """The learning rate of iteration i is ``actor_lr * lr_decay ** i`` (the paper decays it
+    exponentially without stating the rate; 1: constant, the default)."""
     eval_deterministic: bool = True
     """Evaluate noise-free (DDIM eta 0, no floor)."""
     epochs: int = 10
@@ -272,6 +276,7 @@ class SODPConfig(AlgoConfig):
             f"must be >= algo.target_episodes={self.target_episodes}",
         )
         _check(self.clip > 0, "algo.clip", "must be > 0")
+        _check(0 < self.lr_decay <= 1, "algo.lr_decay", "must be in (0, 1]")
         _check(0 <= self.denoising_gamma <= 1, "algo.denoising_gamma", "must be in [0, 1]")
         for key in ("target_kl", "max_grad_norm"):
             _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0 (0: off)")
@@ -354,12 +359,16 @@ class SODP(Algorithm):
         the target buffer (and after ``algo.warmup_iterations``); clears the rollout."""
         a = self.cfg.algo
         tic = time.perf_counter()
+        lr = a.actor_lr * a.lr_decay**iteration  # from the iteration alone: a resume is exact
+        for group in self.actor_optimizer.param_groups:
+            group["lr"] = lr
         seeded = self.target.seen >= a.n_init
         out = self.update_rollout(
             train_actor=seeded and iteration >= a.warmup_iterations, rng=data.rng
         )
         out["sodp/target_return"] = float(np.mean([ep.ret for ep in self.target.selected()] or [0]))
         out["sodp/episodes_seen"] = float(self.target.seen)
+        out["sodp/lr"] = lr
         return {**out, "perf/time_actor_s": time.perf_counter() - tic}
 
     def update_rollout(self, train_actor: bool, rng: np.random.Generator) -> dict[str, float]:

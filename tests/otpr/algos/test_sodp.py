@@ -302,6 +302,22 @@ def test_no_update_before_n_init_episodes_of_the_pretrained_planner() -> None:
     )
 
 
+def test_learning_rate_decays_per_iteration() -> None:
+    from otpr.buffer import ReplayBuffer, TrainingData
+
+    sodp = _bandit(num_envs=4, actor_lr=1e-3, lr_decay=0.5)
+    obs = np.zeros((4, 1, 1), np.float32)
+    data = TrainingData(ReplayBuffer(4, (1, 1), (1, 1)), obs, obs, np.random.default_rng(0))
+    for it in (0, 3):
+        a, _ = sodp.act(obs, explore=True)
+        _observe(sodp, obs, a, a[:, 0, 0])
+        out = sodp.update(data, iteration=it)
+        assert out["sodp/lr"] == pytest.approx(1e-3 * 0.5**it)
+        assert sodp.actor_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**it)
+    with pytest.raises(ConfigError, match="algo.lr_decay"):
+        _config(lr_decay=0.0)
+
+
 def test_sodp_config_is_its_own() -> None:
     with pytest.raises(ConfigError, match="policy.min_std"):
         from_dict({"task": {"name": "reach-v3"}, "algo": {"name": "sodp"}})
