@@ -16,7 +16,14 @@ from typing import Any
 import gymnasium as gym
 
 from envs.base import ScriptedExpert, TaskSpec
-from envs.wrappers import ChunkedEnv, RecordFrames, ResumableEpisodes, RetryFailedStarts
+from envs.wrappers import (
+    ChunkedEnv,
+    PixelObservation,
+    RecordFrames,
+    ResumableEpisodes,
+    RetryFailedStarts,
+    split_pixel_obs,
+)
 
 ROBOMIMIC = ("lift", "can", "square")
 KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
@@ -79,10 +86,16 @@ def _member(
     retries: int,
     resumable: bool,
     record_frames: bool,
+    pixel_obs: bool,
+    proprio: tuple[int, int] | None,
     kwargs: dict,
 ) -> gym.Env:
-    raw = make_single(task, seed, **kwargs)
-    env: gym.Env = ChunkedEnv(RecordFrames(raw) if record_frames else raw, obs_history, act_steps)
+    env: gym.Env = make_single(task, seed, **kwargs)
+    if record_frames:
+        env = RecordFrames(env)
+    if pixel_obs:
+        env = PixelObservation(env, kwargs.get("image_size", 84), proprio)
+    env = ChunkedEnv(env, obs_history, act_steps)
     if resumable:
         env = ResumableEpisodes(env)
     return RetryFailedStarts(env, retries) if retries else env
@@ -100,6 +113,8 @@ def make(
     retry_failed_starts: int = 0,
     resumable: bool = False,
     record_frames: bool = False,
+    pixel_obs: bool = False,
+    proprio: tuple[int, int] | None = None,
     **task_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env of ``num_envs`` chunked members; member ``i`` is seeded ``seed + i``.
@@ -116,6 +131,11 @@ def make(
     (build the members with ``render_mode="rgb_array"``): ``set_attr("film_episodes", [...])``
     says how many episodes each member films, ``call("pop_frames")`` takes the frames.
 
+    ``pixel_obs=True`` makes each member's observation its rendered frame (``image_size``,
+    the suite's camera), flattened, followed by ``obs[proprio[0]:proprio[1]]`` when ``proprio``
+    is given (``wrappers.PixelObservation``; :func:`split_pixel_obs` takes them apart); it
+    renders, so it implies ``pixels=True``.
+
     Autoreset is SAME_STEP: when a member's episode ends, the returned observation is already
     the next episode's first one, and ``info["final_obs"]`` / ``info["final_info"]`` (masked by
     ``info["_final_obs"]``) hold the last observation and info of the finished episode, so that
@@ -127,7 +147,7 @@ def make(
         raise ValueError(f"retry_failed_starts must be an int >= 0, got {retry_failed_starts!r}")
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
-    kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels)
+    kwargs = dict(task_kwargs, max_episode_steps=max_episode_steps, pixels=pixels or pixel_obs)
     fns = [
         partial(
             _member,
@@ -138,6 +158,8 @@ def make(
             retry_failed_starts,
             resumable,
             record_frames,
+            pixel_obs,
+            proprio,
             kwargs,
         )
         for i in range(num_envs)
@@ -207,6 +229,7 @@ def make_expert(task: str, jitter: float = 0.0) -> ScriptedExpert:
 
 __all__ = [
     "ChunkedEnv",
+    "PixelObservation",
     "RecordFrames",
     "ScriptedExpert",
     "TaskSpec",
@@ -216,6 +239,7 @@ __all__ = [
     "make_expert",
     "make_single",
     "restore_episodes",
+    "split_pixel_obs",
     "suite_of",
     "task_spec",
 ]

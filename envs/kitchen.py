@@ -119,6 +119,7 @@ KITCHEN_TASKS: dict[str, TaskSpec] = {
             "d4rl_dataset": dataset,
             "dataset_note": note,
             "obs_slices": dict(OBS_SLICES),
+            "proprio": OBS_SLICES["robot_qpos"],  # the robot's own state, for pixel observations
         },
     )
     for name, (subtasks, d4rl_id, dataset, note) in _SETS.items()

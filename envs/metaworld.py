@@ -78,7 +78,8 @@ def metaworld_spec(task: str, max_episode_steps: int = 150, one_hot: bool = Fals
         action_dim=ACTION_DIM,
         max_episode_steps=max_episode_steps,
         obs_keys=("state",),
-        extra={"num_tasks": n_tasks, "one_hot": one_hot},
+        # proprio: the robot's own state (hand xyz, gripper opening) for pixel observations
+        extra={"num_tasks": n_tasks, "one_hot": one_hot, "proprio": (0, 4)},
     )
 
 

@@ -55,11 +55,12 @@ placement (position and yaw) and the initial arm pose are a function of ``s`` al
 instead. A soft reset leaves nothing behind that matters: an env that has run full
 grasp-and-place episodes replays a seeded episode bit for bit like a fresh one (tested).
 
-Pixels. ``pixels=True`` also renders robosuite's ``agentview`` camera (``image_size`` square,
-uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after every reset and step,
-returned in ``info["agentview"]`` and by ``env.render()``; the observation stays the low-dim
-vector. ``render_mode="rgb_array"`` alone builds the offscreen renderer and draws the agentview
-frame only when ``env.render()`` is called (a video of some episodes costs only their frames).
+Pixels. ``pixels=True`` also renders a camera (``camera``, default ``agentview``;
+``image_size`` square, uint8 HxWx3, flipped right side up: MuJoCo's rows come bottom-up) after
+every reset and step, returned in ``info[camera]`` and by ``env.render()``; the observation
+stays the low-dim vector (``envs.make(..., pixel_obs=True)`` makes the frame the observation).
+``render_mode="rgb_array"`` alone builds the offscreen renderer and draws the agentview frame
+only when ``env.render()`` is called (a video of some episodes costs only their frames).
 Shadows and reflections stay on (they cost robosuite ~1.4x, not Kitchen's ~20x).
 """
 
@@ -134,6 +135,8 @@ def _spec(task: str) -> TaskSpec:
             "obs_key_dims": dict(key_dims),
             "object_keys": dict(object_keys),
             "obs_slices": slices,
+            # the robot's own state (eef pose, gripper), for pixel observations
+            "proprio": (object_dim, object_dim + sum(d for _, d in ROBOT_KEYS)),
         },
     )
 
@@ -167,6 +170,7 @@ class RobomimicEnv(gym.Env):
         terminate_on_success: bool = False,
         hard_reset: bool = False,
         render_mode: str | None = None,
+        camera: str = "agentview",
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -203,6 +207,10 @@ class RobomimicEnv(gym.Env):
             seed=int(seed),
         )
         self.image_size = int(image_size)
+        cameras = list(self._sim_env.sim.model.camera_names)
+        if camera not in cameras:
+            raise ValueError(f"{task}: no camera {camera!r}; robosuite has {cameras}")
+        self.camera = camera
         self._object_keys = tuple(spec.extra["object_keys"])
         self._check_layout()
         self._t = 0
@@ -248,12 +256,12 @@ class RobomimicEnv(gym.Env):
         self._frame = None
         if self.pixels:
             self._frame = self._agentview()
-            info["agentview"] = self._frame
+            info[self.camera] = self._frame
         return self._flat(raw)
 
     def _agentview(self) -> np.ndarray:
         size = self.image_size
-        frame = self._sim_env.sim.render(width=size, height=size, camera_name="agentview")
+        frame = self._sim_env.sim.render(width=size, height=size, camera_name=self.camera)
         return np.ascontiguousarray(frame[::-1])  # MuJoCo's rows run bottom-up
 
     def reset(
@@ -366,6 +374,7 @@ def make_robomimic_env(
     terminate_on_success: bool = False,
     hard_reset: bool = False,
     render_mode: str | None = None,
+    camera: str = "agentview",
 ) -> gym.Env:
     """Factory for :class:`RobomimicEnv`; ``max_episode_steps=None`` takes the task's horizon."""
     return RobomimicEnv(
@@ -377,4 +386,5 @@ def make_robomimic_env(
         terminate_on_success=terminate_on_success,
         hard_reset=hard_reset,
         render_mode=render_mode,
+        camera=camera,
     )

@@ -285,3 +285,48 @@ class RecordFrames(gym.Wrapper):
         """The frames rendered since the last call, oldest first, as (episode, HxWx3 uint8)."""
         frames, self._frames = self._frames, []
         return frames
+
+
+class PixelObservation(gym.Wrapper):
+    """Makes the observation the rendered frame, flattened, then optionally the robot's own
+    state: ``[frame.ravel() (H*W*3 values 0..255), obs[lo:hi]]`` as float32, so that the
+    chunking, the vector env and episode replay carry it like any flat observation. The frame
+    is the env's ``render()`` of the state the observation describes (build the env with
+    ``pixels=True``); :func:`split_pixel_obs` takes the two parts apart again.
+
+    ``proprio=(lo, hi)`` is the slice of the low-dim observation to keep (each suite names it in
+    ``TaskSpec.extra["proprio"]``); None keeps the frame alone.
+    """
+
+    def __init__(self, env: gym.Env, image_size: int, proprio: tuple[int, int] | None) -> None:
+        super().__init__(env)
+        if env.render_mode != "rgb_array":
+            raise ValueError("PixelObservation: build the env with pixels=True (it renders)")
+        self.image_size = int(image_size)
+        self.proprio = None if proprio is None else (int(proprio[0]), int(proprio[1]))
+        width = 0 if self.proprio is None else self.proprio[1] - self.proprio[0]
+        dim = self.image_size * self.image_size * 3 + width
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
+
+    def _pixels(self, obs: np.ndarray) -> np.ndarray:
+        frame = np.asarray(self.env.render(), dtype=np.float32).ravel()
+        if self.proprio is None:
+            return frame
+        lo, hi = self.proprio
+        return np.concatenate([frame, np.asarray(obs, np.float32)[lo:hi]])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._pixels(obs), info
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._pixels(obs), reward, terminated, truncated, info
+
+
+def split_pixel_obs(obs: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """[..., H*W*3 + P] observations of :class:`PixelObservation` -> (frames [..., H, W, 3]
+    uint8, proprio [..., P] float32)."""
+    n = image_size * image_size * 3
+    frames = obs[..., :n].reshape(*obs.shape[:-1], image_size, image_size, 3)
+    return frames.astype(np.uint8), obs[..., n:].astype(np.float32)

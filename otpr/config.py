@@ -101,6 +101,17 @@ class TaskConfig:
     """First evaluation seed: a fixed range, disjoint from training and demo seeds."""
     demos: DemoConfig = field(default_factory=DemoConfig)
     """Demonstrations."""
+    pixels: bool = False
+    """Learn from camera images (encoded by ``policy.encoder``) instead of the low-dim state;
+    the demos are rendered with images (robomimic layout, ``obs/<camera>_image``)."""
+    camera: str | None = None
+    """The camera of ``task.pixels`` (robosuite: agentview, robot0_eye_in_hand, ...); None:
+    the suite's view (robosuite agentview, Meta-World's and Kitchen's default camera)."""
+    image_size: int = 84
+    """Side of the square frames of ``task.pixels``, in pixels."""
+    proprio: bool = True
+    """With ``task.pixels``: append the robot's own state (robosuite eef pose and gripper,
+    Meta-World hand and gripper, Kitchen joint positions) to the image features."""
 
     def __post_init__(self) -> None:
         _check(self.obs_history >= 1, "task.obs_history", "must be >= 1")
@@ -118,6 +129,37 @@ class TaskConfig:
         _check(self.max_episode_steps >= 1, "task.max_episode_steps", "must be >= 1")
         _check(self.reward_scale > 0, "task.reward_scale", "must be > 0")
         _one_of(self.vectorization, "task.vectorization", ("sync", "async"))
+        _check(
+            self.image_size >= 32,
+            "task.image_size",
+            f"must be >= 32 (the ResNet trunk downsamples 32x), got {self.image_size}",
+        )
+
+
+@dataclass
+class EncoderConfig:
+    """The image encoder of ``task.pixels`` runs (policies/encoder.py)."""
+
+    weights: str | None = None
+    """A local file of ImageNet ``resnet18`` weights (.safetensors or a torch file); None: the
+    trunk starts random (nothing is downloaded)."""
+    num_keypoints: int = 32
+    """Spatial-softmax keypoints; the features are their (x, y): 2 * num_keypoints wide."""
+    crop: float = 0.9
+    """Side of the crop as a fraction of the image: random while the encoder trains, centred
+    when it encodes (1: no crop)."""
+    train: bool = False
+    """Train the encoder with the policy during behaviour cloning (random crops), then freeze it;
+    false: it stays as loaded (random or ``weights``) throughout."""
+    batch_size: int = 128
+    """Frames per batch when the frozen encoder encodes demos."""
+    cache_dir: str | None = None
+    """Where encoded demo features are cached; None: ``features/`` beside the demo file."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_keypoints >= 1, "policy.encoder.num_keypoints", "must be >= 1")
+        _check(0.0 < self.crop <= 1.0, "policy.encoder.crop", f"must be in (0, 1], got {self.crop}")
+        _check(self.batch_size >= 1, "policy.encoder.batch_size", "must be >= 1")
 
 
 @dataclass
@@ -154,6 +196,8 @@ class PolicyConfig:
     min_std: float = 0.0
     """Floor of every denoising step's noise std (DPPO's ``min_sampling_denoising_std``) in
     collection and evaluation (0: none). ``algo=dppo`` needs it > 0."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The image encoder (read with ``task.pixels=true``)."""
 
     def __post_init__(self) -> None:
         _one_of(self.name, "policy.name", ("mlp", "unet"))

@@ -95,8 +95,12 @@ def rollout_expert(
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     env: Any = None,
+    image_key: str | None = None,
 ) -> tuple[Episode, Any]:
-    """One scripted episode; returns it and the env (reuse it for the next episode)."""
+    """One scripted episode; returns it and the env (reuse it for the next episode).
+    ``image_key``: also keep the env's rendered frame of every observation under that key
+    (``Episode.images``, the frame after the last action in ``final_images``; build the env
+    with ``pixels=True``)."""
     if env is None:
         env = envs.make_single(
             task, seed, max_episode_steps=max_episode_steps, **(env_kwargs or {})
@@ -107,6 +111,7 @@ def rollout_expert(
     expert.reset(env, rng)
     low, high = env.action_space.low, env.action_space.high
     rows: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": []}
+    frames = [np.asarray(env.render(), np.uint8)] if image_key else []
     success = False
     detour_left, detour_action = 0, None
     while True:
@@ -120,6 +125,8 @@ def rollout_expert(
                 action + rng.normal(0.0, quality.action_noise, action.shape), low, high
             )
         next_obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+        if image_key:
+            frames.append(np.asarray(env.render(), np.uint8))
         rows["obs"].append(obs)
         rows["actions"].append(clean if quality.record_clean else action)
         rows["rewards"].append(reward)
@@ -137,6 +144,9 @@ def rollout_expert(
         final_obs=np.asarray(obs, np.float32),
         extra={"task": str(reset_info.get("task_name", task))},
     )
+    if image_key:
+        episode.images = {image_key: np.stack(frames[:-1])}
+        episode.final_images = {image_key: frames[-1]}
     return episode, env
 
 
@@ -167,6 +177,7 @@ def generate_demos(
     mixture: float = 0.5,
     only_success: bool = False,
     progress: bool = True,
+    image_key: str | None = None,
 ) -> DemoDataset:
     """Roll out the scripted expert ``num_episodes`` times; write robomimic hdf5 to ``out``.
 
@@ -175,11 +186,16 @@ def generate_demos(
     successful episodes exist (capped at 10x attempts). ``task='mt10'`` / ``'mt50'``: each
     episode is one task class drawn by its reset seed; the generation record keeps every
     episode's task (``episode_task``) and the success rate per task (``success_by_task``).
+    ``image_key`` (e.g. ``agentview_image``) renders every observation too (``env_kwargs``
+    gains ``pixels=True``; ``image_size`` and ``camera`` there choose the frame) and writes the
+    frames in robomimic's layout, ``obs/<image_key>`` and ``next_obs/<image_key>``.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     knobs = {"action_noise": action_noise, "jitter": jitter, "detour_prob": detour_prob}
     pick = np.random.default_rng(seed)
+    if image_key:
+        env_kwargs = dict(env_kwargs or {}, pixels=True)
     spec = envs.task_spec(task, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     episodes: list[Episode] = []
     record: dict[str, Any] = {
@@ -202,7 +218,9 @@ def generate_demos(
         if quality == "mixed":
             name = "expert" if pick.random() < mixture else "suboptimal"
         q = Quality.preset(name, **knobs)
-        ep, env = rollout_expert(task, seed + attempt, q, max_episode_steps, env_kwargs, env)
+        ep, env = rollout_expert(
+            task, seed + attempt, q, max_episode_steps, env_kwargs, env, image_key
+        )
         attempt += 1
         if only_success and not ep.success:
             continue
@@ -259,6 +277,10 @@ def default_demo_path(cfg: Config) -> Path:
         # a different reward or termination makes different demos: key the cache on them
         blob = json.dumps(dict(cfg.task.env_kwargs), sort_keys=True).encode()
         name += "_" + hashlib.sha1(blob).hexdigest()[:8]
+    if cfg.task.pixels:  # rendered demos: the camera and size make other files
+        from otpr.pixels import image_key
+
+        name += f"_{image_key(cfg)}{cfg.task.image_size}"
     return Path("data") / f"{name}.hdf5"
 
 
@@ -272,13 +294,21 @@ def load_demos(
     cfg: Config, spec: envs.TaskSpec | None = None, progress: bool = True
 ) -> DemoDataset:
     """Read the configured demo file, or generate (and cache) scripted demos, for ``spec``
-    (default: ``task_spec_of(cfg)``)."""
+    (default: ``task_spec_of(cfg)``). With ``task.pixels`` the episodes carry the camera's
+    frames too (``Episode.images[otpr.pixels.image_key(cfg)]``), rendered when generated."""
     from otpr import data
 
     if spec is None:
         spec = task_spec_of(cfg)
 
     d = cfg.task.demos
+    images: tuple[str, ...] = ()
+    env_kwargs = dict(cfg.task.env_kwargs)
+    if cfg.task.pixels:
+        from otpr.pixels import image_key, pixel_env_kwargs
+
+        images = (image_key(cfg),)
+        env_kwargs.update(pixel_env_kwargs(cfg))
     if d.path is None:
         path = default_demo_path(cfg)
         if not path.exists():
@@ -289,14 +319,23 @@ def load_demos(
                 seed=d.seed,
                 out=path,
                 max_episode_steps=cfg.task.max_episode_steps,
-                env_kwargs=dict(cfg.task.env_kwargs),
+                env_kwargs=env_kwargs,
                 action_noise=d.action_noise,
                 progress=progress,
+                image_key=images[0] if images else None,
             )
-        dataset = data.read_robomimic_hdf5(path, action_dim=spec.action_dim)
+        dataset = data.read_robomimic_hdf5(path, action_dim=spec.action_dim, image_keys=images)
     elif d.format == "robomimic":
         dataset = data.read_robomimic_hdf5(
-            d.path, obs_keys=d.obs_keys, filter_key=d.filter_key, action_dim=spec.action_dim
+            d.path,
+            obs_keys=d.obs_keys,
+            filter_key=d.filter_key,
+            action_dim=spec.action_dim,
+            image_keys=images,
+        )
+    elif images:
+        raise data.DatasetError(
+            f"{d.path}: task.pixels reads images from robomimic files only, not {d.format}"
         )
     elif d.format == "d4rl":
         dataset = data.read_d4rl_hdf5(d.path, action_dim=spec.action_dim)

@@ -41,6 +41,14 @@ nothing: every evaluation resets it from ``task.eval_seed``. Building and replay
 the global RNGs as they were, so the first collection after a resume draws what the
 uninterrupted run drew.
 
+Pixels (``task.pixels=true``): the same loop with an encoder (``otpr/pixels.py``). The envs'
+observations are frames (and the robot's own state); the frozen encoder turns each into a
+feature vector as it arrives, so ``algo.act``, the replay, the demo windows and the episodes
+saved in a checkpoint hold features, never images. The demos are encoded once (cached on disk);
+with ``policy.encoder.train`` behaviour cloning trains the encoder on random crops of the demo
+frames first, then it is frozen and the demos encoded again. The encoder is saved with the
+policy (``encoder.safetensors``).
+
 ``run`` holds the run directory's lock (``checkpoint.RunLock``) while it trains, so a second
 process is refused. A newest checkpoint that cannot be read (a file missing, truncated or not
 parsing) is set aside with a warning and the run resumes from the previous one
@@ -73,6 +81,20 @@ from otpr.config import Config, ConfigError, to_dict
 from otpr.data import make_windows
 from otpr.demos import demo_transitions, load_demos, task_spec_of
 from otpr.logger import MetricsLogger
+from otpr.pixels import (
+    PixelFeatures,
+    PixelWindows,
+    build_encoder,
+    check_pixels,
+    default_cache_dir,
+    feature_dataset,
+    fix_feature_range,
+    freeze,
+    image_key,
+    pixel_env_kwargs,
+    pixel_spec,
+    proprio_slice,
+)
 from otpr.report import summarize
 
 
@@ -126,25 +148,28 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        t = cfg.task
-        self.spec = task_spec_of(cfg)
-        self.demos = load_demos(cfg, self.spec, progress=cfg.progress)
+        self.state_spec = self.spec = task_spec_of(cfg)
+        demos = load_demos(cfg, self.spec, progress=cfg.progress)
+        # the encoder argument: None for states, frames -> features for pixels (otpr/pixels.py)
+        self.encoder: PixelFeatures | None = None
+        self.image_demos = None  # the demos with their frames (pixels)
+        self.feature_info: dict[str, Any] = {}  # how the demo features were had (cache)
+        if cfg.task.pixels:
+            check_pixels(cfg, self.spec)
+            net = build_encoder(cfg)
+            self.encoder = PixelFeatures(net, cfg.task.image_size, cfg.policy.encoder.batch_size)
+            self.spec = pixel_spec(self.spec, cfg, net.out_dim)
+            self.image_demos = demos
+            demos = self._encode_demos()
         self.algo = make_algorithm(cfg, self.spec)
-        success = [bool(ep.success) for ep in self.demos]
+        success = [bool(ep.success) for ep in demos]
         # how many demos the run learns from and how many succeed (summaries, meta.json)
         self.demo_facts = {"num_demos": len(success), "demo_success": float(np.mean(success))}
-        self.demo_obs, self.demo_act = make_windows(self.demos, t.obs_history, t.horizon)
+        self._use_demos(demos)
         self.algo.policy.normalizer.fit(self.demo_obs, self.demo_act)
+        if self.encoder is not None and cfg.policy.encoder.train:
+            fix_feature_range(self.algo.policy.normalizer, self.encoder.encoder.out_dim)
         self.algo.prepare(self.demo_obs, self.demo_act)
-        self.buffer = ReplayBuffer(
-            cfg.algo.buffer_capacity,
-            (t.obs_history, self.spec.obs_dim),
-            (t.horizon, self.spec.action_dim),
-        )
-        if cfg.algo.demos_in_replay:
-            demo = demo_transitions(self.demos, t.obs_history, t.horizon, t.act_steps, t.gamma)
-            demo["reward"] = demo["reward"] * t.reward_scale
-            self.buffer.add(**demo)
         self.rng = np.random.default_rng(cfg.seed)
         self.data = TrainingData(self.buffer, self.demo_obs, self.demo_act, self.rng, cfg.device)
         self.state = LoopState()
@@ -160,6 +185,55 @@ class Trainer:
         self._t0 = time.time()
         self._wall_at_start = 0.0
 
+    # ------------------------------------------------------------------ observations
+    def _features(self, obs: np.ndarray) -> np.ndarray:
+        """What the policy, the critics and the replay see of raw env observations: the
+        observations themselves, or with pixels their encoded features."""
+        return obs if self.encoder is None else self.encoder(obs)
+
+    def _encode_demos(self) -> Any:
+        """The image demos with every frame encoded by the (frozen) encoder, from the feature
+        cache when it holds this data and encoder (``otpr.pixels.feature_dataset``)."""
+        cfg = self.cfg
+        demos, self.feature_info = feature_dataset(
+            self.image_demos,
+            self.encoder.encoder,
+            image_key(cfg),
+            proprio_slice(cfg, self.state_spec),
+            cfg.policy.encoder.batch_size,
+            default_cache_dir(cfg, self.image_demos),
+        )
+        return demos
+
+    def _use_demos(self, demos: Any) -> None:
+        """Cut the demo windows and start the replay with the demo transitions."""
+        t, a = self.cfg.task, self.cfg.algo
+        self.demos = demos
+        self.demo_obs, self.demo_act = make_windows(demos, t.obs_history, t.horizon)
+        self.buffer = ReplayBuffer(
+            a.buffer_capacity, (t.obs_history, self.spec.obs_dim), (t.horizon, self.spec.action_dim)
+        )
+        if a.demos_in_replay:
+            demo = demo_transitions(demos, t.obs_history, t.horizon, t.act_steps, t.gamma)
+            demo["reward"] = demo["reward"] * t.reward_scale
+            self.buffer.add(**demo)
+        if hasattr(self, "data"):  # demos encoded again: what the algorithm learns from too
+            self.data.buffer = self.buffer
+            self.data.demo_obs, self.data.demo_act = self.demo_obs, self.demo_act
+
+    def _reencode_demos(self) -> None:
+        """After the encoder changed (trained, or loaded from a checkpoint): the demos, their
+        windows and the replay's demo transitions from its features."""
+        if self.encoder is not None:
+            self._use_demos(self._encode_demos())
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        """The networks a checkpoint holds: the algorithm's, and the encoder with pixels."""
+        modules = dict(self.algo.modules())
+        if self.encoder is not None:
+            modules["encoder"] = self.encoder.encoder
+        return modules
+
     # ------------------------------------------------------------------ envs
     def _make_env(
         self,
@@ -172,7 +246,11 @@ class Trainer:
         """The task's vector env; ``extra`` adds to (or replaces) ``vectorization`` and
         ``task.env_kwargs``."""
         t = self.cfg.task
-        kwargs = {"vectorization": t.vectorization, **t.env_kwargs, **extra}
+        kwargs = {"vectorization": t.vectorization, **t.env_kwargs}
+        if t.pixels:
+            proprio = proprio_slice(self.cfg, self.state_spec)
+            kwargs.update(pixel_env_kwargs(self.cfg), pixel_obs=True, proprio=proprio)
+        kwargs.update(extra)
         with rng_neutral():
             return envs.make(
                 t.name,
@@ -198,7 +276,8 @@ class Trainer:
             env = self._make_env(n, seed, self.cfg.algo.retry_failed_starts, resumable=True)
             self._train_env = env
             with rng_neutral():
-                self._obs, _ = env.reset(seed=seed)
+                obs, _ = env.reset(seed=seed)
+            self._obs = self._features(obs)
             self._ep_return = np.zeros(n)
             self._ep_ids = [[] for _ in range(n)]
         return self._train_env
@@ -249,6 +328,9 @@ class Trainer:
         )
         with rng_neutral():
             replayed = envs.restore_episodes(self._train_env, members)
+        if self.encoder is not None:  # stored as features: compare features
+            feats = self._features(np.stack([got["obs"] for got in replayed]))
+            replayed = [dict(got, obs=f) for got, f in zip(replayed, feats, strict=True)]
         for i, (member, got) in enumerate(zip(members, replayed, strict=True)):
             chunks = len(member["actions"])
             if got["ended_at"] is not None:
@@ -300,7 +382,7 @@ class Trainer:
             **self.demo_facts,
         }
         name = f"step_{self.state.env_steps:012d}_it{self.state.iteration:05d}"
-        modules = self.algo.modules()
+        modules = self._modules()
         self._finite_or_raise({}, f"iteration {self.state.iteration}")  # never saved
         if evaluated:
             return ckpt_io.save_evaluated(
@@ -406,7 +488,7 @@ class Trainer:
         bad: list[tuple[Path, ckpt_io.CheckpointError]] = []
         for ckpt in candidates:
             try:
-                point = ckpt_io.read_resume_point(ckpt, list(self.algo.modules()))
+                point = ckpt_io.read_resume_point(ckpt, list(self._modules()))
             except ckpt_io.CorruptCheckpointError as err:
                 bad.append((ckpt, err))
                 continue
@@ -423,6 +505,9 @@ class Trainer:
         ema = self.algo.ema
         plan = ckpt_io.start_weights(ckpt, self.cfg.weights, keeps_average=ema is not None)
         ckpt_io.load_modules(ckpt, {stored: modules[ours] for ours, stored in plan.items()})
+        if self.encoder is not None:
+            ckpt_io.load_modules(ckpt, {"encoder": self.encoder.encoder})
+            self._reencode_demos()
         if ema is not None:
             if "policy_ema" not in plan:
                 ema.reset_to(self.algo.policy)
@@ -459,7 +544,8 @@ class Trainer:
                 f"{ckpt}: no policy_ema.safetensors, but this run has algo.ema_decay="
                 f"{self.cfg.algo.ema_decay}; resume it with the config it was saved with"
             )
-        point.load_modules(self.algo.modules())
+        point.load_modules(self._modules())
+        self._reencode_demos()  # before the replay is loaded: it replaces the demo rows
         ts = point.training
         optimizers = ckpt / "training_state" / "optimizers.pt"
         for name, opt in self.algo.optimizers().items():
@@ -488,7 +574,19 @@ class Trainer:
         """``algo.pretrain_steps`` DSM steps on the demo windows (cosine-decayed AdamW)."""
         a = self.cfg.algo
         policy = self.algo.policy
-        opt = torch.optim.AdamW(policy.parameters(), lr=a.pretrain_lr, weight_decay=1e-6)
+        params = list(policy.parameters())
+        frames = None  # with policy.encoder.train: the demo windows as frames
+        if self.encoder is not None and self.cfg.policy.encoder.train:
+            net = self.encoder.encoder
+            net.train()
+            net.requires_grad_(True)
+            params += list(net.parameters())
+            proprio = proprio_slice(self.cfg, self.state_spec)
+            frames = PixelWindows(
+                self.image_demos, image_key(self.cfg), proprio, self.cfg.task.obs_history
+            )
+            crops = torch.Generator().manual_seed(self.cfg.seed)
+        opt = torch.optim.AdamW(params, lr=a.pretrain_lr, weight_decay=1e-6)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(a.pretrain_steps, 1))
         obs = torch.as_tensor(self.demo_obs, device=self.algo.device)
         act = torch.as_tensor(self.demo_act, device=self.algo.device)
@@ -497,13 +595,18 @@ class Trainer:
         )
         for step in bar:
             idx = torch.as_tensor(self.rng.integers(0, len(obs), a.pretrain_batch_size))
-            info = self.algo.pretrain_step(obs[idx], act[idx], opt)
+            batch = obs[idx] if frames is None else frames.obs(idx.numpy(), net, crops)
+            info = self.algo.pretrain_step(batch, act[idx], opt)
             sched.step()
             if step % 100 == 0 or step == a.pretrain_steps - 1:
                 finite_or_raise(info, f"pretraining step {step}")
                 self.logger.log(
                     {"env_steps": 0, "iteration": 0, "pretrain_step": step, **info}, step=step
                 )
+        if frames is not None:  # frozen from here on; the demos as this encoder sees them
+            freeze(net)
+            self._reencode_demos()
+            self.algo.prepare(self.demo_obs, self.demo_act)
         self.state.pretrain_steps = a.pretrain_steps
         self.state.phase = "pretrained"
 
@@ -530,7 +633,7 @@ class Trainer:
 
     def _eval_act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """How an evaluation acts (``evaluation.ActFn``)."""
-        return self.algo.act(obs, explore=False, generator=generator)[0]
+        return self.algo.act(self._features(obs), explore=False, generator=generator)[0]
 
     def evaluate(self) -> dict[str, float]:
         """Success rate, return and subtasks over ``eval_episodes`` on the fixed eval seeds,
@@ -563,7 +666,7 @@ class Trainer:
             return []
         choose_gl()
         render: dict[str, Any] = {"render_mode": "rgb_array", "image_size": self.cfg.video_size}
-        if t.env_kwargs.get("pixels"):  # renders for the policy at its own size: keep it
+        if t.env_kwargs.get("pixels") or t.pixels:  # renders for the policy at its size: keep it
             render.pop("image_size")
         try:
             env = self._make_env(
@@ -607,6 +710,7 @@ class Trainer:
                 acted[key] += value
             tic = time.perf_counter()
             next_obs, reward, term, trunc, infos = env.step(actions[:, : t.act_steps])
+            next_obs = self._features(next_obs)
             timing["perf/time_env_s"] += time.perf_counter() - tic
             faults.kill_point(f"collect:{self.state.iteration + 1}:{decision}")
             done = term | trunc
@@ -621,11 +725,13 @@ class Trainer:
             for i in range(len(done)):  # the rows buffer.add below writes, the last one included
                 self._ep_ids[i].append(self.buffer.total_added + i)
             if done.any():
+                ended = np.flatnonzero(done)
+                final_obs = self._features(np.stack([infos["final_obs"][i] for i in ended]))
                 fin = infos["final_info"]
                 for i in np.flatnonzero(done):
                     rewards[i] = fin["rewards"][i]
                     steps[i] = fin["steps"][i]
-                    true_next[i] = infos["final_obs"][i]
+                    true_next[i] = final_obs[np.searchsorted(ended, i)]
                     successes.append(float(fin["success"][i]))
                     if "attempt" in fin and fin["attempt"][i] == 0:
                         fresh_successes.append(float(fin["success"][i]))

@@ -34,7 +34,8 @@ class Episode:
     ``obs[t]`` is the observation the action ``actions[t]`` was taken in; ``rewards[t]`` and
     ``dones[t]`` (true terminal state, not a time limit) follow that action. ``final_obs`` is the
     observation after the last action when the source stores it (Minari, robomimic
-    ``next_obs``), else ``None``. ``images`` maps a camera key to ``[T, H, W, C]`` uint8 frames.
+    ``next_obs``), else ``None``. ``images`` maps a camera key to ``[T, H, W, C]`` uint8 frames;
+    ``final_images`` the same key to the frame after the last action, where the source has it.
     """
 
     obs: np.ndarray
@@ -46,6 +47,7 @@ class Episode:
     final_obs: np.ndarray | None = None
     images: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    final_images: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

@@ -25,6 +25,7 @@ from otpr.data.dataset import (
     _open_hdf5,
     _read_attr,
     _require_file,
+    numeric,
     validate_episode,
 )
 from otpr.data.windows import _split_indices
@@ -53,7 +54,8 @@ def read_robomimic_hdf5(
     The flat observation concatenates ``obs_keys`` in the given order. The default is the order
     stored in ``data.attrs["otpr_obs_keys"]`` (written by :func:`write_robomimic_hdf5`), else the
     sorted low-dim keys (2-D datasets) of the first demo. ``filter_key`` selects the demos listed
-    in ``mask/<filter_key>``. ``image_keys`` are kept, unconcatenated, in ``Episode.images``.
+    in ``mask/<filter_key>``. ``image_keys`` are kept, unconcatenated, in ``Episode.images``
+    (and the last frame of ``next_obs/<key>``, where the file has it, in ``final_images``).
     ``action_dim``, when given, is checked against every demo's actions. A demo's ``success``
     and ``task`` attributes (the task class of a multi-task episode) become ``Episode.success``
     and ``Episode.extra["task"]``: metadata for analysis, never part of the observation.
@@ -135,6 +137,11 @@ def read_robomimic_hdf5(
                 raise _fail(name, f"{prefix}/obs", f"expected key widths {key_dims}, got {dims}")
             obs = np.concatenate(parts, axis=1)
             images = {k: _hdf5_array(g, f"obs/{k}", name, f"{prefix}/obs/{k}") for k in image_keys}
+            final_images = {
+                k: _last_frame(g, k, images[k], name, prefix)
+                for k in image_keys
+                if _hdf5_get(g, f"next_obs/{k}", name, f"{prefix}/next_obs/{k}") is not None
+            }
             success = _int_attr(g.attrs, "success", name, f"{prefix}.attrs[success]")
             task = _str_attr(g.attrs, "task", name, f"{prefix}.attrs[task]")
             ep = Episode(
@@ -147,6 +154,7 @@ def read_robomimic_hdf5(
                 final_obs=np.concatenate(nexts) if len(nexts) == len(obs_keys) else None,
                 images=images,
                 extra={} if task is None else {"task": task},
+                final_images=final_images,
             )
             episodes.append(validate_episode(ep, name, prefix, action_dim))
             n = _int_attr(g.attrs, "num_samples", name, f"{prefix}.attrs[num_samples]")
@@ -246,6 +254,21 @@ def _next_obs(g: Any, key: str, obs: np.ndarray, source: str, prefix: str) -> np
     return nxt[-1]
 
 
+def _last_frame(g: Any, key: str, frames: np.ndarray, source: str, prefix: str) -> np.ndarray:
+    """The last frame of ``next_obs/<key>`` (read alone): the image after the last action."""
+    import h5py
+
+    name = f"{prefix}/next_obs/{key}"
+    obj = _hdf5_get(g, f"next_obs/{key}", source, name)
+    if not isinstance(obj, h5py.Dataset) or obj.shape != frames.shape:
+        got = obj.shape if isinstance(obj, h5py.Dataset) else type(obj).__name__
+        raise _fail(source, name, f"expected shape {frames.shape} (as obs/{key}), got {got}")
+    try:
+        return numeric(obj[-1], source, name)
+    except _HDF5_ERRORS as e:
+        raise _fail(source, name, f"expected readable data, got an error ({e})") from None
+
+
 def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -337,6 +360,9 @@ def write_robomimic_hdf5(
                     g.create_dataset(f"next_obs/{k}", data=next_obs[:, lo:hi])
                 for k, img in ep.images.items():
                     g.create_dataset(f"obs/{k}", data=img, compression="gzip")
+                    if k in ep.final_images:  # robomimic's next_obs frames: shifted by one
+                        nxt = np.concatenate([img[1:], ep.final_images[k][None]], axis=0)
+                        g.create_dataset(f"next_obs/{k}", data=nxt, compression="gzip")
             for fname, idx in filters.items():
                 names = [f"demo_{int(i)}" for i in idx]
                 f.create_dataset(f"mask/{fname}", data=np.array(names, dtype="S"))
