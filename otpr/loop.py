@@ -149,13 +149,14 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.state_spec = self.spec = task_spec_of(cfg)
+        if cfg.task.pixels:
+            check_pixels(cfg, self.spec)
         demos = load_demos(cfg, self.spec, progress=cfg.progress)
         # the encoder argument: None for states, frames -> features for pixels (otpr/pixels.py)
         self.encoder: PixelFeatures | None = None
         self.image_demos = None  # the demos with their frames (pixels)
         self.feature_info: dict[str, Any] = {}  # how the demo features were had (cache)
         if cfg.task.pixels:
-            check_pixels(cfg, self.spec)
             net = build_encoder(cfg)
             self.encoder = PixelFeatures(net, cfg.task.image_size, cfg.policy.encoder.batch_size)
             self.spec = pixel_spec(self.spec, cfg, net.out_dim)

@@ -206,3 +206,35 @@ def test_robosuite_members_replay_exactly() -> None:
 def test_kitchen_members_replay_exactly() -> None:
     pytest.importorskip("gymnasium_robotics")
     _replays_exactly("kitchen-complete")
+
+
+def test_pixel_observation_is_the_rendered_frame_and_the_proprio_slice() -> None:
+    """``envs.make(..., pixel_obs=True)``: each member observes its frame, flattened, then the
+    suite's proprio slice of the low-dim state; ``split_pixel_obs`` gives both back, the frame
+    exactly as ``render()`` draws it."""
+    spec = envs.task_spec("reach-v3")
+    lo, hi = spec.extra["proprio"]
+    venv = envs.make(
+        "reach-v3", num_envs=1, seed=3, pixel_obs=True, proprio=(lo, hi), image_size=32
+    )
+    state = envs.make("reach-v3", num_envs=1, seed=3)
+    try:
+        obs, _ = venv.reset(seed=3)
+        low, _ = state.reset(seed=3)
+        assert obs.shape == (1, 1, 32 * 32 * 3 + hi - lo)
+        frames, proprio = envs.split_pixel_obs(obs, 32)
+        assert frames.dtype == np.uint8 and frames.shape == (1, 1, 32, 32, 3)
+        np.testing.assert_array_equal(proprio, low[..., lo:hi])
+        (drawn,) = venv.call("render")
+        np.testing.assert_array_equal(frames[0, 0], drawn)
+        assert frames.std() > 0  # a scene, not a blank frame
+        action = np.zeros((1, 1, 4), np.float32)
+        action[..., 0] = 1.0
+        obs, *_ = venv.step(action)
+        low, *_ = state.step(action)
+        moved, proprio = envs.split_pixel_obs(obs, 32)
+        np.testing.assert_array_equal(proprio, low[..., lo:hi])
+        assert not np.array_equal(moved, frames)
+    finally:
+        venv.close()
+        state.close()
