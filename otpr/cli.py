@@ -408,6 +408,12 @@ def _demos(raw: DictConfig) -> None:
     cfg: DemosConfig = _to_config(raw)
     n = min(cfg.num_episodes, 3) if cfg.debug else cfg.num_episodes
     out = cfg.out or f"data/{cfg.task.name}_{cfg.quality}_n{n}_s{cfg.seed}.hdf5"
+    env_kwargs, images = dict(cfg.task.env_kwargs), None
+    if cfg.task.pixels:  # rendered too: obs/<camera>_image in robomimic's layout
+        from otpr.pixels import image_key, pixel_env_kwargs
+
+        env_kwargs.update(pixel_env_kwargs(cfg))
+        images = image_key(cfg)
     ds = generate_demos(
         cfg.task.name,
         n,
@@ -415,13 +421,14 @@ def _demos(raw: DictConfig) -> None:
         seed=cfg.seed,
         out=out,
         max_episode_steps=cfg.task.max_episode_steps,
-        env_kwargs=dict(cfg.task.env_kwargs),
+        env_kwargs=env_kwargs,
         action_noise=cfg.action_noise,
         jitter=cfg.jitter,
         detour_prob=cfg.detour_prob,
         mixture=cfg.mixture,
         only_success=cfg.only_success,
         progress=cfg.progress,
+        image_key=images,
     )
     gen = ds.metadata["generation"]
     print(
