@@ -152,10 +152,10 @@ def _pixel_cfg(**policy_encoder):
     return apply_debug(cfg)
 
 
-def test_pixel_debug_run_from_the_command_line_stores_features(tmp_path: Path) -> None:
-    """``otpr task.pixels=true debug=true`` completes; its demo file has robomimic's image
-    layout, its replay and episodes hold features (no image arrays) and its checkpoint holds
-    the encoder."""
+def test_pixel_debug_run_from_the_command_line_stores_features(tmp_path: Path, monkeypatch):
+    """``otpr task.pixels=true debug=true`` completes and films its final policy; its demo file
+    has robomimic's image layout, its replay and episodes hold features (no image arrays), its
+    checkpoint holds the encoder, and it resumes from that checkpoint."""
     run_dir = tmp_path / "run"
     out = subprocess.run(
         [
@@ -169,7 +169,7 @@ def test_pixel_debug_run_from_the_command_line_stores_features(tmp_path: Path) -
             "policy.hidden=[32,32,32]",
             "debug=true",
             "progress=false",
-            "video=0",
+            "video=1",
             f"hydra.run.dir={run_dir}",
         ],
         cwd=tmp_path,
@@ -180,6 +180,7 @@ def test_pixel_debug_run_from_the_command_line_stores_features(tmp_path: Path) -
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["env_steps"] > 0
+    assert len(list(run_dir.glob("final_episode_000_*.mp4"))) == 1  # filmed from pixels too
 
     (demo_file,) = (tmp_path / "data").glob("*.hdf5")
     with h5py.File(demo_file) as f:
@@ -197,13 +198,32 @@ def test_pixel_debug_run_from_the_command_line_stores_features(tmp_path: Path) -
     assert meta["obs_dim"] == width
     assert (ckpt / "encoder.safetensors").is_file()
     with np.load(ckpt / "training_state" / "replay.npz") as replay:
-        assert int(replay["size"]) > 0
+        replay_size = replay["size"]
+        assert int(replay_size) > 0
         for key in ("arr/obs", "arr/next_obs"):
             assert replay[key].shape[1:] == (1, width)  # T_o = 1 (reach) stacked features
         per_row = [replay[k][0].size for k in replay.files if k.startswith("arr/")]
         assert max(per_row) < SIZE * SIZE  # no field could hold a frame
     episodes = json.loads((ckpt / "training_state" / "episodes.json").read_text())
     assert np.asarray(episodes["obs"]).shape[-1] == width
+
+    # the run resumes: its encoder is loaded, the demos' features read back from the cache, and
+    # each member's episode replayed from frames re-creates the stored features exactly
+    import yaml
+
+    from otpr.config import from_dict
+    from otpr.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    trainer = Trainer(cfg, tmp_path / "resumed")
+    try:
+        trainer.restore(run_dir)  # a replay that differs would raise CheckpointError
+        assert trainer.feature_info["cache"] == "hit"
+        assert trainer.state.iteration == 3 and len(trainer.buffer) == int(replay_size)
+        np.testing.assert_array_equal(trainer._obs, np.asarray(episodes["obs"], np.float32))
+    finally:
+        trainer.close()
 
 
 def test_a_trained_encoder_is_frozen_and_the_demos_encoded_again(tmp_path: Path, monkeypatch):
