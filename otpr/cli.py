@@ -389,12 +389,16 @@ def _eval(raw: DictConfig) -> None:
         trainer.restore(overrides.checkpoint, weights_only=True)
         trainer.load_acting_networks(overrides.checkpoint)
         result = trainer.evaluate()
+        settings = trainer.eval_settings()
         # the evaluation's first episodes again, filmed (otpr/video.py)
         videos = trainer.film(cfg.video, run_dir / "videos")
     finally:
         trainer.close()
     result["checkpoint"] = str(ckpt_io.resolve(overrides.checkpoint))
     result["weights"] = ckpt_io.policy_weights(overrides.checkpoint, cfg.weights)
+    # how the number was taken, so a file tells a noise-free from a stochastic evaluation
+    result["eval_deterministic"] = cfg.algo.eval_deterministic
+    result["eval_settings"] = settings
     if videos:
         result["videos"] = [str(p.relative_to(run_dir)) for p in videos]
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))

@@ -224,6 +224,28 @@ def test_pixels_agentview_right_side_up() -> None:
 
 @pytest.mark.robosuite
 @pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
+@pytest.mark.parametrize("hard_reset", [False, True])
+def test_frames_are_drawn_without_reflections_unless_asked(hard_reset: bool) -> None:
+    """By default a frame is drawn with reflections and multisampling off (the same scene, a
+    little flatter; robosuite's lights cast no shadows); ``fast_render=False`` keeps its look.
+    A hard reset's new model is drawn the same way."""
+    fast = make_robomimic_env("lift", seed=0, pixels=True, image_size=32, hard_reset=hard_reset)
+    full = make_robomimic_env("lift", seed=0, pixels=True, image_size=32, fast_render=False)
+    for _ in range(2):  # the second reset of a hard-reset env draws a rebuilt model
+        _, info_fast = fast.reset(seed=3)
+    _, info_full = full.reset(seed=3)
+    assert not fast.sim_env.sim.model.mat_reflectance.any()
+    assert fast.sim_env.sim.model.vis.quality.offsamples == 0
+    assert full.sim_env.sim.model.mat_reflectance.any()  # robosuite's reflective floor/table
+    assert full.sim_env.sim.model.vis.quality.offsamples > 0
+    diff = np.abs(info_fast["agentview"].astype(int) - info_full["agentview"].astype(int))
+    assert 0 < diff.mean() < 8  # shading differs, the scene does not
+    fast.close()
+    full.close()
+
+
+@pytest.mark.robosuite
+@pytest.mark.skipif(not HAVE_ROBOSUITE, reason="robosuite is not importable (otpr[robomimic])")
 def test_render_mode_draws_the_agentview_on_demand() -> None:
     """``render_mode="rgb_array"`` renders nothing per step (a video films only its frames),
     and ``render()`` draws the frame that ``pixels=True`` renders every step; the episode is the

@@ -190,6 +190,27 @@ def test_otpr_eval_writes_n_videos_and_the_same_numbers(
     assert frames and {f.shape for f in frames} == {(32, 32, 3)}
 
 
+@pytest.mark.slow
+def test_otpr_eval_records_how_it_sampled(bc_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """eval.json names its evaluation mode and the sampler as it ran: a noise-free evaluation
+    (DDIM eta 0) and a stochastic one (the checkpoint's eta) are told apart by the file."""
+    run_dir, _ = bc_run
+    recorded = {}
+    for det in ("true", "false"):
+        out_dir = tmp_path / f"eval_{det}"
+        done = subprocess.run(
+            [str(BIN / "otpr-eval"), f"checkpoint={run_dir}", f"algo.eval_deterministic={det}",
+             "progress=false", f"hydra.run.dir={out_dir}"],
+            capture_output=True, text=True, timeout=600, cwd=run_dir.parent,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        recorded[det] = json.loads((out_dir / "eval.json").read_text())
+    assert recorded["true"]["eval_deterministic"] is True
+    assert recorded["false"]["eval_deterministic"] is False
+    sampler, steps, eta = recorded["true"]["eval_settings"]["sampler"]
+    assert eta == 0.0 and recorded["false"]["eval_settings"]["sampler"] == [sampler, steps, 1.0]
+
+
 @pytest.mark.parametrize(
     ("override", "words"),
     [
