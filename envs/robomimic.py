@@ -268,8 +268,6 @@ class RobomimicEnv(gym.Env):
 
     def _agentview(self) -> np.ndarray:
         size = self.image_size
-        if self.fast_render:  # every frame: a hard reset builds a new model
-            fast_render_model(self._sim_env.sim.model)
         frame = self._sim_env.sim.render(width=size, height=size, camera_name=self.camera)
         return np.ascontiguousarray(frame[::-1])  # MuJoCo's rows run bottom-up
 
@@ -283,6 +281,12 @@ class RobomimicEnv(gym.Env):
             fresh = np.random.default_rng(int(seed))
             self._sim_env.rng.bit_generator.state = fresh.bit_generator.state
         self._sim_env.reset()
+        if (
+            self.fast_render
+            and self.render_mode
+            and (self._sim_env.hard_reset or not self._started)
+        ):
+            fast_render_model(self._sim_env.sim.model)  # a hard reset has built a new model
         self._t = 0
         self._started = True
         info: dict[str, Any] = {"success": bool(self._sim_env._check_success())}

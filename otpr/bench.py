@@ -327,7 +327,8 @@ def _mean_se(xs: list[float]) -> tuple[float, float]:
     return float(a.mean()), se
 
 
-def _fmt(xs: list[float]) -> str:
+def format_mean_se(xs: list[float]) -> str:
+    """``mean +- standard error`` of ``xs`` (the mean alone for one value, - for none)."""
     if not xs:
         return "-"
     m, se = _mean_se(xs)
@@ -443,7 +444,8 @@ def write_report(spec: BenchSpec, result: dict[str, Any], report_dir: str | None
             cells = []
             for m in modes:
                 if rows[m]:
-                    cells.append(f"{_fmt(rows[f'pretrained_{m}'])} -> **{_fmt(rows[m])}**")
+                    start, final = rows[f"pretrained_{m}"], rows[m]
+                    cells.append(f"{format_mean_se(start)} -> **{format_mean_se(final)}**")
                 elif m not in result["modes"][f"{task}/{algo}"]:
                     cells.append("n/a")  # the algorithm does not evaluate this way
                 else:

@@ -18,12 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def mean_se(values: list[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return f"{v.mean():.2f}"
-    return f"{v.mean():.3f} +- {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
+from otpr.bench import format_mean_se
 
 
 def main(root: Path) -> None:
@@ -44,7 +39,8 @@ def main(root: Path) -> None:
         pre_all.append(np.mean(pre))
         fin_all.append(np.mean(fin))
         print(
-            f"| {task} | {mean_se(pre)} -> {mean_se(fin)} | {','.join(map(str, seeds))} "
+            f"| {task} | {format_mean_se(pre)} -> {format_mean_se(fin)} "
+            f"| {','.join(map(str, seeds))} "
             f"| {'/'.join(f'{n / 1000:.1f}k' for n in sorted(steps))} | {wall:.0f} s |"
         )
     if pre_all:
