@@ -313,6 +313,13 @@ def run_job(job: Job) -> int:
         return subprocess.call([sys.executable, "-c", code, *job.overrides], stdout=log, stderr=log)
 
 
+def forwarded_overrides(given: Any) -> list[str]:
+    """The command line's overrides that the launcher's multirun must repeat: every task override
+    and the ``hydra.launcher.*`` ones (``hydra.launcher.n_jobs=1``), which Hydra keeps apart."""
+    launcher = [o for o in given.hydra if o.startswith("hydra.launcher.")]
+    return list(given.task) + launcher
+
+
 def _launch(phase: str, ids: list[int], overrides: list[str]) -> None:
     """One Hydra multirun of this app over ``ids`` (the ``launcher`` group decides where)."""
     args = [o for o in overrides if not o.startswith(("phase=", "job=", "stage="))]
@@ -523,7 +530,7 @@ def _bench(raw: DictConfig) -> None:
         if not done(job, spec, planned["budgets"]):
             run_job(job)
         return
-    overrides = list(HydraConfig.get().overrides.task)
+    overrides = forwarded_overrides(HydraConfig.get().overrides)
     if cfg.stage == "all":
         for phase in PHASES:
             todo = [

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_module
+from hydra import compose, initialize_config_module
 
-from otpr.bench import BenchSpec, Job, collect, done, plan, write_report
+from otpr.bench import BenchSpec, Job, collect, done, forwarded_overrides, plan, write_report
 from otpr.config import ConfigError
 
 ROOT = Path(__file__).parents[2]
@@ -187,6 +187,19 @@ def test_a_launcher_job_index_out_of_range_is_refused(tmp_path):
     ]
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no log, no launcher directory
+
+
+def test_the_launcher_multirun_repeats_the_launcher_overrides_hydra_keeps_apart():
+    # hydra.launcher.n_jobs=1 on otpr-bench's command line must reach the multirun that runs
+    # the jobs; other hydra.* overrides belong to the bench process alone
+    given = ["bench=reach", "bench.seeds=[1]", "hydra.launcher.n_jobs=1", "hydra.job.chdir=true"]
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose(config_name="benchmark", overrides=given, return_hydra_config=True)
+    assert forwarded_overrides(cfg.hydra.overrides) == [
+        "bench=reach",
+        "bench.seeds=[1]",
+        "hydra.launcher.n_jobs=1",
+    ]
 
 
 def test_a_job_names_its_console_command():
