@@ -1,9 +1,10 @@
 """The SODP tables of docs/results.md.
 
     python scripts/sodp_table.py [runs/sodp/ft]       the per-task table (scripts/sodp_mt10.sh)
-    python scripts/sodp_table.py --studies [runs/sodp]
+    python scripts/sodp_table.py --studies [runs/sodp] [--plot <png>]
         the regulariser ablation and the transfer table (scripts/sodp_studies.sh); the ablation's
-        bc column is the MT10 table's runs (<root>/ft/<task>_s<seed>), the same recipe
+        bc column is the MT10 table's runs (<root>/ft/<task>_s<seed>), the same recipe;
+        --plot draws the ablation's evaluation curves (mean +- standard error over seeds)
 
 Runs are read from ``summary.json`` files; every cell is pretrained -> fine-tuned success as
 mean +- standard error over the seeds that finished (their count in brackets when not 3).
@@ -43,7 +44,7 @@ def cell(by_seed: dict[int, dict] | None, pretrained: bool = True) -> str:
     if pretrained:
         pre = format_mean_se([by_seed[s]["pretrained_success"] for s in seeds])
         text = f"{pre} -> {fin}"
-    return text if len(seeds) == 3 else f"{text} ({len(seeds)} seeds)"
+    return text if len(seeds) == 3 else f"{text} (n={len(seeds)})"
 
 
 def per_task(root: Path) -> None:
@@ -69,8 +70,50 @@ def per_task(root: Path) -> None:
         print(f"| mean over {len(pre_all)} tasks | {pre_mean:.3f} -> {fin_mean:.3f} | | | |")
 
 
-def studies(root: Path) -> None:
-    regularisers = ("bc", "none", "kl", "pl")
+REGULARISERS = ("bc", "none", "kl", "pl")
+
+
+def curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A run's evaluations during fine-tuning: env steps and success."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "eval/success" in r]
+    return np.array([r["env_steps"] for r in rows]), np.array([r["eval/success"] for r in rows])
+
+
+def plot_ablation(root: Path, tasks: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for reg in REGULARISERS:
+            pattern = f"ft/{task}_s*" if reg == "bc" else f"reg/{task}_{reg}_s*"
+            runs = [d for d in sorted(root.glob(pattern)) if (d / "summary.json").is_file()]
+            if not runs:
+                continue
+            curves = [curve(d) for d in runs]
+            n = min(len(x) for x, _ in curves)
+            steps = curves[0][0][:n]
+            ys = np.stack([y[:n] for _, y in curves])
+            mean = ys.mean(0)
+            se = ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(mean)
+            ax.plot(steps, mean, label=f"{reg}, n={len(ys)}")
+            ax.fill_between(steps, mean - se, mean + se, alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("env steps")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success (noise-free)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    print(f"wrote {out}")
+
+
+def studies(root: Path, plot: Path | None = None) -> None:
+    regularisers = REGULARISERS
     ablation = collect(root / "reg", r"(.+)_(none|kl|pl)_s(\d+)")
     mt10 = collect(root / "ft", r"(.+)_s(\d+)")
     tasks = sorted({task for task, _ in ablation})
@@ -90,11 +133,15 @@ def studies(root: Path) -> None:
     for task in sorted({task for task, _ in transfer}):
         mt, bas = transfer.get((task, "mt10")), transfer.get((task, "basketball"))
         print(f"| {task} | {cell(mt)} | {cell(bas)} |")
+    if plot is not None:
+        plot_ablation(root, tasks, plot)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--studies"]:
-        studies(Path(args[1] if len(args) > 1 else "runs/sodp"))
+        plot = Path(args[args.index("--plot") + 1]) if "--plot" in args else None
+        rest = [a for a in args[1:] if a != "--plot" and Path(a) != plot]
+        studies(Path(rest[0] if rest else "runs/sodp"), plot)
     else:
         per_task(Path(args[0] if args else "runs/sodp/ft"))
