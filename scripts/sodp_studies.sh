@@ -42,7 +42,8 @@ if [[ $WHAT == transfer || $WHAT == all ]]; then
   for S in $SEEDS; do
     for T in plate-slide-side handle-pull-side faucet-open; do
       echo "runs/sodp/transfer/${T}_mt10_s$S $MT10 $T $S" >> "$jobs"
-      echo "runs/sodp/transfer/${T}_basketball_s$S $BAS $T $S" >> "$jobs"
+      echo "runs/sodp/transfer/${T}_basketball_s$S $BAS $T $S task.demos.path=data/basketball_suboptimal.hdf5" \
+        >> "$jobs"
     done
   done
 fi
