@@ -379,7 +379,7 @@ def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
                 for mode, (final, start) in evals.items():
                     rows[mode].append(final)
                     rows[f"pretrained_{mode}"].append(start)
-                rows["curves"].append(_curve(out / task / run) if algo != "bc" else [])
+                rows["curves"].append(eval_curve(out / task / run) if algo != "bc" else [])
             rows["command"] = _command(planned, task, algo)
             rows["curve_noisefree"] = _curve_is_noisefree(out / task, algo, spec.seeds)
             per_algo[algo] = rows
@@ -396,7 +396,7 @@ def _command(planned: dict[str, Any], task: str, algo: str) -> str:
     return ""
 
 
-def _curve(run: Path) -> list[list[float]]:
+def eval_curve(run: Path) -> list[list[float]]:
     """(env steps, success) of a run's own evaluations; a run that kept its checkpoint's
     evaluation as its start (measured the same way) logs none at step 0: its summary has it."""
     path = run / "metrics.jsonl"
@@ -486,6 +486,21 @@ def write_report(spec: BenchSpec, result: dict[str, Any], report_dir: str | None
     return written
 
 
+def draw_mean_se(ax: Any, curves: list[list[list[float]]], label: str) -> None:
+    """The mean of ``curves`` ((env steps, success) pairs, one per seed; see ``eval_curve``) on a
+    common grid up to the shortest one's end, with a standard-error band, on matplotlib ``ax``;
+    curves of fewer than two points are left out, and nothing is drawn without one."""
+    curves = [c for c in curves if len(c) > 1]
+    if not curves:
+        return
+    grid = np.linspace(0, min(c[-1][0] for c in curves), 50)
+    ys = np.array([np.interp(grid, [p[0] for p in c], [p[1] for p in c]) for c in curves])
+    m = ys.mean(0)
+    se = ys.std(0, ddof=1) / math.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(m)
+    ax.plot(grid, m, label=f"{label}, n={len(ys)}")
+    ax.fill_between(grid, m - se, m + se, alpha=0.2)
+
+
 def _plot(task: str, per_algo: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -494,16 +509,8 @@ def _plot(task: str, per_algo: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for algo, rows in per_algo.items():
-        curves = [c for c in rows["curves"] if len(c) > 1]
-        if not curves:
-            continue
-        grid = np.linspace(0, min(c[-1][0] for c in curves), 50)
-        ys = np.array([np.interp(grid, [p[0] for p in c], [p[1] for p in c]) for c in curves])
-        m = ys.mean(0)
-        se = ys.std(0, ddof=1) / math.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(m)
-        label = f"{algo}{' (noise-free)' if rows['curve_noisefree'] else ''}, n={len(ys)}"
-        ax.plot(grid, m, label=label)
-        ax.fill_between(grid, m - se, m + se, alpha=0.2)
+        mode = " (noise-free)" if rows["curve_noisefree"] else ""
+        draw_mean_se(ax, rows["curves"], algo + mode)
     ax.set_xlabel("env steps")
     ax.set_ylabel("success")
     ax.set_ylim(0, 1.02)

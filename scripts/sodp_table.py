@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from otpr.bench import format_mean_se
+from otpr.bench import draw_mean_se, eval_curve, format_mean_se
 
 
 def collect(root: Path, pattern: str) -> dict[tuple[str, ...], dict[int, dict]]:
@@ -73,13 +73,6 @@ def per_task(root: Path) -> None:
 REGULARISERS = ("bc", "none", "kl", "pl")
 
 
-def curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A run's evaluations during fine-tuning: env steps and success."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "eval/success" in r]
-    return np.array([r["env_steps"] for r in rows]), np.array([r["eval/success"] for r in rows])
-
-
 def plot_ablation(root: Path, tasks: list[str], out: Path) -> None:
     import matplotlib
 
@@ -91,16 +84,7 @@ def plot_ablation(root: Path, tasks: list[str], out: Path) -> None:
         for reg in REGULARISERS:
             pattern = f"ft/{task}_s*" if reg == "bc" else f"reg/{task}_{reg}_s*"
             runs = [d for d in sorted(root.glob(pattern)) if (d / "summary.json").is_file()]
-            if not runs:
-                continue
-            curves = [curve(d) for d in runs]
-            n = min(len(x) for x, _ in curves)
-            steps = curves[0][0][:n]
-            ys = np.stack([y[:n] for _, y in curves])
-            mean = ys.mean(0)
-            se = ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(mean)
-            ax.plot(steps, mean, label=f"{reg}, n={len(ys)}")
-            ax.fill_between(steps, mean - se, mean + se, alpha=0.2)
+            draw_mean_se(ax, [eval_curve(d) for d in runs], reg)
         ax.set_title(task)
         ax.set_xlabel("env steps")
         ax.set_ylim(-0.02, 1.02)
@@ -113,15 +97,14 @@ def plot_ablation(root: Path, tasks: list[str], out: Path) -> None:
 
 
 def studies(root: Path, plot: Path | None = None) -> None:
-    regularisers = REGULARISERS
     ablation = collect(root / "reg", r"(.+)_(none|kl|pl)_s(\d+)")
     mt10 = collect(root / "ft", r"(.+)_s(\d+)")
     tasks = sorted({task for task, _ in ablation})
     print("Regularisers (fine-tuned success; every row starts from the MT10 planner):\n")
-    print("| task | pretrained | " + " | ".join(regularisers) + " |")
-    print("|---|---|" + "---|" * len(regularisers))
+    print("| task | pretrained | " + " | ".join(REGULARISERS) + " |")
+    print("|---|---|" + "---|" * len(REGULARISERS))
     for task in tasks:
-        cells = [mt10.get((task,))] + [ablation.get((task, r)) for r in regularisers[1:]]
+        cells = [mt10.get((task,))] + [ablation.get((task, r)) for r in REGULARISERS[1:]]
         start = next((c for c in cells if c), {})
         pre = format_mean_se([start[s]["pretrained_success"] for s in sorted(start)])
         print(f"| {task} | {pre} | " + " | ".join(cell(c, False) for c in cells) + " |")
