@@ -8,14 +8,19 @@ through the reverse chain; twin Q networks (``critics.TwinQ``) learn by TD::
     critic  y = r + discount (1 - terminated) min_i Q'_i(s', a'),   a' ~ target policy (no grad)
             loss = sum_i mean (Q_i(s, a) - y)^2, then Polyak targets   (every iteration)
     actor   loss = DSM(replay + demo pairs) - eta mean Q(s, a_theta) / sg(mean |Q(s, a_theta)|)
-            a_theta = the reverse chain of ``chain_steps`` steps WITH gradients (after warm-up)
+            a_theta = the acting reverse chain WITH gradients (after the warm-up)
 
 Q(s, a_theta) is the min of the two online heads; the normaliser mean |Q| is detached
 (Diffusion-QL's alpha = eta / E|Q|), so eta is the Q term's weight whatever Q's scale. The
 target policy is the averaged policy (``algo.ema_decay`` > 0, as the paper's ``ema_model``),
-else the trained one. Both a_theta and a' are drawn by the policy's sampler on a short grid of
-``algo.chain_steps`` denoising steps (the paper's N = 5; 0: ``policy.num_steps``); collection and
-evaluation draw one chunk of the acting (averaged) policy with ``policy.num_steps`` steps.
+else the trained one. Both a_theta and a' are drawn by the policy's sampler on the grid it acts
+with (``algo.chain_steps`` 0: ``policy.num_steps``), as Diffusion-QL trains, backs up and acts
+with one chain (N = 5 there, ``policy.num_steps=5`` here). A shorter training chain than the
+acting one is a mismatch, not a saving: the Q term then shapes the network only at the short
+grid's times, whose outputs drift to the action bounds while the acting chain's do not, and the
+target actions a' come from those out-of-distribution corners (on push with 5 of 10 steps:
+67% of a_theta's coordinates at +-1 against 0.2% of the acting chain's, the critic's mean Q
+rising to 1.8-2.4 against a maximum return of 1, success 0.76 -> 0).
 
 The critic sees the normalised flat state and the normalised executed part of the chunk
 (``Algorithm.transitions``), like every critic here; the policy fits and draws whole chunks.
@@ -44,9 +49,10 @@ class DQLConfig(AlgoConfig):
     """dql."""
     eta: float = 1.0
     """Weight of the Q term relative to the DSM term (Q normalised by its mean |Q|)."""
-    chain_steps: int = 5
+    chain_steps: int = 0
     """Denoising steps of the differentiable chain drawing a_theta, and of the target actions
-    a' (0: policy.num_steps). Memory and time of an actor step grow with it."""
+    a' (0: policy.num_steps, the acting chain; another value trains a chain that never acts).
+    Memory and time of an actor step grow with it."""
     ema_decay: float = 0.995
     """EMA of the policy's weights (Diffusion-QL's ema_model): the target policy of the TD
     backup, the acting and the evaluated policy (0: the trained weights do all three)."""

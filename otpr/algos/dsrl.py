@@ -17,7 +17,8 @@ Q(s, w) with target copies learns by TD on the algorithm's own record of (s, w, 
 terminated): the noise each collection ``act`` drew, paired with the outcome the loop passes to
 ``observe``. With w' ~ pi(.|s') and ``discount`` = gamma^(env steps of the decision)::
 
-    y = r + discount (1 - terminated) (min_i Q'_i(s', w') - alpha log pi(w'|s'))
+    y = r + discount (1 - terminated) min_i Q'_i(s', w')          (algo.backup_entropy=false)
+    y = r + discount (1 - terminated) (min_i Q'_i(s', w') - alpha log pi(w'|s'))   (true)
     critic: 1/2 sum_i mean (Q_i(s, w) - y)^2
     actor:  mean(alpha log pi(w|s) - min_i Q_i(s, w)),   w ~ pi(.|s) reparameterised
     alpha:  -mean(log alpha (log pi(w|s) + target_entropy))      (SAC's automatic temperature)
@@ -203,6 +204,14 @@ class DSRLConfig(AlgoConfig):
     """Learning rate of log alpha."""
     init_alpha: float = 1.0
     """Starting entropy temperature."""
+    backup_entropy: bool = False
+    """Whether the TD target carries SAC's entropy bonus -alpha log pi(w'|s'). Off by default:
+    where a sparse reward ends the episode on success (Meta-World and robosuite here), the bonus
+    (~0.7 nats per noise element at the start, ~20 per chunk) makes every continuing decision
+    worth tens while a success is worth its reward 1, so the soft critic learns that succeeding
+    costs and the actor steers away from it. DSRL's reference keeps the bonus but never ends an
+    episode early (reward r - 1, a fixed horizon); the actor and alpha keep the entropy term
+    either way."""
     target_entropy: float = 0.0
     """Entropy target of the squashed noise action w / b in (-1, 1)^(H A) (DSRL: 0; SAC's
     usual choice would be -H A)."""
@@ -353,6 +362,7 @@ class DSRL(Algorithm):
             next_noise, next_log_prob = self.actor(next_states, generator=self.sac_generator)
             next_action = next_action_of(batch["next_obs"], next_noise)
             next_q = critic.target(next_states, next_action)
+        alpha = self.temperature.alpha if self.cfg.algo.backup_entropy else 0.0
         loss, info = compute_critic_loss(
             critic(states, action),
             batch["reward"],
@@ -360,7 +370,7 @@ class DSRL(Algorithm):
             batch["terminated"],
             next_q,
             next_log_prob,
-            self.temperature.alpha,
+            alpha,
         )
         critic.optimizer.zero_grad(set_to_none=True)
         loss.backward()
