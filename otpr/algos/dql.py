@@ -47,7 +47,7 @@ class DQLConfig(AlgoConfig):
 
     name: str = "dql"
     """dql."""
-    eta: float = 1.0
+    eta: float = 0.05
     """Weight of the Q term relative to the DSM term (Q normalised by its mean |Q|)."""
     chain_steps: int = 0
     """Denoising steps of the differentiable chain drawing a_theta, and of the target actions

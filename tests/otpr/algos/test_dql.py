@@ -187,7 +187,7 @@ def test_dql_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
     )
     summary = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert saved["algo"] == "dql" and saved["eta"] == 1.0 and saved["chain_steps"] == 5
+    assert saved["algo"] == "dql" and saved["eta"] == 0.05 and saved["chain_steps"] == 5
     assert summary["iterations"] == 3
     for key in ("pretrained_success", "final_success"):
         assert math.isfinite(saved[key]), key
