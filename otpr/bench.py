@@ -15,7 +15,9 @@ machine, ``launcher=slurm`` submits the same jobs through submitit)::
 and then writes ``report.md`` (the table: pretrained -> fine-tuned, mean +- standard error over
 seeds, env steps, wall time, the command), ``report.json`` and one plot per task (every
 algorithm's mean success curve with a standard-error band over seeds) under ``<out>``, and a
-copy under ``report_dir`` when one is given (``docs/bench``).
+copy under ``report_dir`` when one is given (``docs/bench``). ``merge_report=<report.json>``
+keeps the rows of an earlier report of the same spec that this run has no finished seed of, so
+a narrowed re-run (``bench.algos=[bc,dql]``) updates its rows of a committed table.
 
 Fair by construction: every algorithm of a (task, seed) starts from the same checkpoint, so from
 the same demos; the budget becomes each algorithm's iteration count from its own env steps per
@@ -134,6 +136,10 @@ class BenchConfig:
     """all | report (only rebuild the report from what has finished)."""
     report_dir: str | None = None
     """Also copy report.md, report.json and the plots here (e.g. docs/bench)."""
+    merge_report: str | None = None
+    """A ``report.json`` of the same spec from elsewhere (another machine, an earlier checkout):
+    its rows that this run has no finished seed of are kept in the report, so part of a table
+    can be re-run (``bench.tasks``/``bench.algos`` narrowed) without re-running the rest."""
     debug: bool = False
     """Every run with debug=true (tiny budgets; the plan and report are the same)."""
     phase: str | None = None
@@ -387,6 +393,34 @@ def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def merge_results(kept: dict[str, Any], new: dict[str, Any], source: str) -> dict[str, Any]:
+    """``new`` (:func:`collect`'s result) with every (task, algorithm) row of ``kept`` (an
+    earlier ``report.json`` of the same spec, read from ``source``) that ``new`` has no finished
+    seed of; tasks and algorithms in ``kept``'s order, then ``new``'s. The spec's budget, seeds
+    and evaluation modes must match, or the merged table would mix protocols."""
+    for key in ("name", "env_steps", "seeds", "eval_modes", "eval_episodes"):
+        if kept["spec"].get(key) != new["spec"].get(key):
+            raise ConfigError(
+                f"merge_report: {source} has bench.{key}={kept['spec'].get(key)!r}, this run "
+                f"{new['spec'].get(key)!r}; only reports of the same spec merge"
+            )
+    tasks: dict[str, Any] = {}
+    for task in list(kept["tasks"]) + [t for t in new["tasks"] if t not in kept["tasks"]]:
+        old_rows, new_rows = kept["tasks"].get(task, {}), new["tasks"].get(task, {})
+        tasks[task] = {}
+        for algo in list(old_rows) + [a for a in new_rows if a not in old_rows]:
+            fresh = new_rows.get(algo)
+            tasks[task][algo] = fresh if fresh and fresh["seeds"] else old_rows.get(algo, fresh)
+    spec = dict(new["spec"], tasks=list(tasks))
+    spec["algos"] = list(dict.fromkeys(a for rows in tasks.values() for a in rows))
+    return {
+        "spec": spec,
+        "budgets": {**kept["budgets"], **new["budgets"]},
+        "modes": {**kept["modes"], **new["modes"]},
+        "tasks": tasks,
+    }
+
+
 def _command(planned: dict[str, Any], task: str, algo: str) -> str:
     """The command of one algorithm's runs, with the seed written ``S``."""
     phase = "pretrain" if algo == "bc" else "finetune"
@@ -559,6 +593,11 @@ def _bench(raw: DictConfig) -> None:
                     f"otpr-bench {spec.name}: {j.name} did not finish; see {_run_dir(j, spec)}.log"
                 )
     result = collect(spec, planned)
+    if cfg.merge_report:
+        path = Path(cfg.merge_report)
+        if not path.is_file():
+            raise ConfigError(f"merge_report: {path} is not a file (expected a report.json)")
+        result = merge_results(json.loads(path.read_text()), result, str(path))
     written = write_report(spec, result, cfg.report_dir)
     print(f"otpr-bench {spec.name}: wrote " + ", ".join(map(str, written)))
 

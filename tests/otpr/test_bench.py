@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from otpr.bench import BenchSpec, Job, collect, done, forwarded_overrides, plan, write_report
+from otpr.bench import (
+    BenchSpec,
+    Job,
+    collect,
+    done,
+    forwarded_overrides,
+    merge_results,
+    plan,
+    write_report,
+)
 from otpr.config import ConfigError
 
 ROOT = Path(__file__).parents[2]
@@ -170,6 +179,40 @@ def test_the_report_holds_each_finished_seed_and_its_mean_and_standard_error(
     assert (tmp_path / "docs" / "t.md").read_text() == md
     assert (tmp_path / "docs" / "t_reach.png").is_file()
     assert tmp_path / "docs" / "t.json" in written
+
+
+def _finished(out: Path, algo: str, seed: int, start: float, final: float) -> None:
+    _summary(out / "reach" / f"bc_s{seed}", iterations=0, env_steps=0, wall=40.0)
+    _summary(out / "reach" / f"{algo}_s{seed}", iterations=40, wall=300.0)
+    for mode in ("stochastic", "noisefree"):
+        _eval(out, f"bc_s{seed}_{mode}", start)
+        _eval(out, f"{algo}_s{seed}_{mode}", final)
+
+
+def test_a_partial_rerun_merges_into_an_earlier_report_keeping_the_rows_it_did_not_run(
+    tmp_path, hydra_configs
+):
+    earlier = _spec(tmp_path / "a", seeds=[0], algos=["bc", "otpr", "dppo"])
+    for algo, final in (("otpr", 0.9), ("dppo", 0.3)):
+        _finished(tmp_path / "a" / "out", algo, 0, 0.5, final)
+    kept = collect(earlier, plan(earlier))
+    # elsewhere, only bc and dppo re-run (dppo with a fix); otpr's runs are not there
+    rerun = _spec(tmp_path / "b", seeds=[0], algos=["bc", "dppo"])
+    _finished(tmp_path / "b" / "out", "dppo", 0, 0.5, 0.8)
+    merged = merge_results(kept, collect(rerun, plan(rerun)), "old.json")
+    rows = merged["tasks"]["reach"]
+    assert list(rows) == ["bc", "otpr", "dppo"] and merged["spec"]["algos"] == list(rows)
+    assert rows["otpr"]["stochastic"] == [0.9]  # kept: this run has no otpr seed
+    assert rows["dppo"]["stochastic"] == [0.8]  # replaced by the re-run
+    assert set(merged["budgets"]) == {"reach/otpr", "reach/dppo"}
+    write_report(rerun, merged, None)
+    md = (tmp_path / "b" / "out" / "report.md").read_text()
+    assert "| reach | otpr | 1 | 0.500 -> **0.900** |" in md
+    assert "| reach | dppo | 1 | 0.500 -> **0.800** |" in md
+    # a report of another budget does not merge: its numbers were measured differently
+    other = dict(kept, spec=dict(kept["spec"], env_steps=100_000))
+    with pytest.raises(ConfigError, match="merge_report: old.json has bench.env_steps=100000"):
+        merge_results(other, collect(rerun, plan(rerun)), "old.json")
 
 
 def test_a_launcher_job_index_out_of_range_is_refused(tmp_path):
