@@ -393,17 +393,23 @@ def collect(spec: BenchSpec, planned: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def check_same_spec(kept: dict[str, Any], new: dict[str, Any], source: str) -> None:
+    """Raise ``ConfigError`` unless two specs (``report.json``'s ``spec``) agree on what makes
+    their numbers comparable: the name, budget, seeds and evaluation protocol."""
+    for key in ("name", "env_steps", "seeds", "eval_modes", "eval_episodes"):
+        if kept.get(key) != new.get(key):
+            raise ConfigError(
+                f"merge_report: {source} has bench.{key}={kept.get(key)!r}, this run "
+                f"{new.get(key)!r}; only reports of the same spec merge"
+            )
+
+
 def merge_results(kept: dict[str, Any], new: dict[str, Any], source: str) -> dict[str, Any]:
     """``new`` (:func:`collect`'s result) with every (task, algorithm) row of ``kept`` (an
     earlier ``report.json`` of the same spec, read from ``source``) that ``new`` has no finished
     seed of; tasks and algorithms in ``kept``'s order, then ``new``'s. The spec's budget, seeds
     and evaluation modes must match, or the merged table would mix protocols."""
-    for key in ("name", "env_steps", "seeds", "eval_modes", "eval_episodes"):
-        if kept["spec"].get(key) != new["spec"].get(key):
-            raise ConfigError(
-                f"merge_report: {source} has bench.{key}={kept['spec'].get(key)!r}, this run "
-                f"{new['spec'].get(key)!r}; only reports of the same spec merge"
-            )
+    check_same_spec(kept["spec"], new["spec"], source)
     tasks: dict[str, Any] = {}
     for task in list(kept["tasks"]) + [t for t in new["tasks"] if t not in kept["tasks"]]:
         old_rows, new_rows = kept["tasks"].get(task, {}), new["tasks"].get(task, {})
@@ -571,6 +577,11 @@ def _bench(raw: DictConfig) -> None:
         if not done(job, spec, planned["budgets"]):
             run_job(job)
         return
+    merge = cfg.merge_report
+    if merge:  # checked before the runs, not after hours of them
+        if not Path(merge).is_file():
+            raise ConfigError(f"merge_report: {merge} is not a file (expected a report.json)")
+        check_same_spec(json.loads(Path(merge).read_text())["spec"], asdict(spec), merge)
     overrides = forwarded_overrides(HydraConfig.get().overrides)
     if cfg.stage == "all":
         for phase in PHASES:
@@ -594,10 +605,7 @@ def _bench(raw: DictConfig) -> None:
                 )
     result = collect(spec, planned)
     if cfg.merge_report:
-        path = Path(cfg.merge_report)
-        if not path.is_file():
-            raise ConfigError(f"merge_report: {path} is not a file (expected a report.json)")
-        result = merge_results(json.loads(path.read_text()), result, str(path))
+        result = merge_results(json.loads(Path(cfg.merge_report).read_text()), result, merge)
     written = write_report(spec, result, cfg.report_dir)
     print(f"otpr-bench {spec.name}: wrote " + ", ".join(map(str, written)))
 

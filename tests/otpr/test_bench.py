@@ -232,6 +232,25 @@ def test_a_launcher_job_index_out_of_range_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no log, no launcher directory
 
 
+@pytest.mark.parametrize("kept_steps", [None, 100_000])
+def test_a_merge_report_that_cannot_merge_is_refused_before_any_run(tmp_path, kept_steps):
+    out, merge = tmp_path / "out", tmp_path / "old.json"
+    if kept_steps is not None:  # a report of the same bench at another budget
+        spec = dict(name="reach", env_steps=kept_steps, seeds=[0, 1, 2], eval_modes=[])
+        merge.write_text(json.dumps({"spec": spec, "tasks": {}}))
+    r = subprocess.run(
+        [sys.executable, "-m", "otpr.bench", "bench=reach", f"bench.out={out}"]
+        + [f"merge_report={merge}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    expected = "is not a file" if kept_steps is None else "has bench.env_steps=100000"
+    assert expected in r.stderr and r.stderr.startswith("otpr-bench: error: merge_report: ")
+    assert not out.exists()  # nothing ran
+
+
 def test_the_launcher_multirun_repeats_the_launcher_overrides_hydra_keeps_apart():
     # hydra.launcher.n_jobs=1 on otpr-bench's command line must reach the multirun that runs
     # the jobs; other hydra.* overrides belong to the bench process alone
