@@ -577,11 +577,12 @@ def _bench(raw: DictConfig) -> None:
         if not done(job, spec, planned["budgets"]):
             run_job(job)
         return
-    merge = cfg.merge_report
-    if merge:  # checked before the runs, not after hours of them
+    merge, kept = cfg.merge_report, None
+    if merge:  # read and checked before the runs, not after hours of them
         if not Path(merge).is_file():
             raise ConfigError(f"merge_report: {merge} is not a file (expected a report.json)")
-        check_same_spec(json.loads(Path(merge).read_text())["spec"], asdict(spec), merge)
+        kept = json.loads(Path(merge).read_text())
+        check_same_spec(kept["spec"], asdict(spec), merge)
     overrides = forwarded_overrides(HydraConfig.get().overrides)
     if cfg.stage == "all":
         for phase in PHASES:
@@ -604,8 +605,8 @@ def _bench(raw: DictConfig) -> None:
                     f"otpr-bench {spec.name}: {j.name} did not finish; see {_run_dir(j, spec)}.log"
                 )
     result = collect(spec, planned)
-    if cfg.merge_report:
-        result = merge_results(json.loads(Path(cfg.merge_report).read_text()), result, merge)
+    if kept is not None:
+        result = merge_results(kept, result, merge)
     written = write_report(spec, result, cfg.report_dir)
     print(f"otpr-bench {spec.name}: wrote " + ", ".join(map(str, written)))
 
