@@ -22,7 +22,8 @@ DPPO's ``algo.bc_coef``), and the minibatch loop :func:`update_chain_policy`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,6 +89,19 @@ def record_chain(
         dim=1,
     )
     return chain.actions[:, 0], xs, log_prob
+
+
+@contextmanager
+def floored_std(policy: DiffusionPolicy, min_std: float) -> Iterator[DiffusionPolicy]:
+    """Within the block, every denoising step's std is floored at ``min_std`` (or the policy's
+    own ``min_std`` where larger): for drawing and scoring chains whose step log-probabilities
+    a PPO update needs, from a policy that otherwise samples without a floor."""
+    saved = policy.min_std
+    policy.min_std = max(saved, float(min_std))
+    try:
+        yield policy
+    finally:
+        policy.min_std = saved
 
 
 # (b [M] decision rows, k [M] steps, the step's mean [M, H, A] and std under the current

@@ -33,6 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,14 @@ from torch import Tensor
 from critics.iql import IQLCritic
 from envs.base import TaskSpec
 from otpr.algos.base import Algorithm, register_algo
+from otpr.algos.chain_ppo import (
+    ChainBatch,
+    bc_regulariser,
+    clip_schedule,
+    floored_std,
+    record_chain,
+    update_chain_policy,
+)
 from otpr.buffer import TrainingData
 from otpr.config import AlgoConfig, Config, _check, _one_of
 from otpr.diagnose import actor_weight_stats, weight_spread
@@ -113,6 +122,42 @@ class OTPRConfig(AlgoConfig):
     """DSM weight normalisation: none | batch_mean."""
     weight_clip: float = 10.0
     """Cap on the batch-mean-normalised DSM weights (0: no cap)."""
+    actor_update: str = "dsm"
+    """How the actor learns from the guidance. dsm: the guidance-weighted DSM regression (it
+    pulls towards the weighted candidates and can never push away from one). ppo: PPO's clipped
+    surrogate through the denoising chain (otpr/algos/chain_ppo.py) on ``ppo_states`` replay
+    states x ``ppo_num_candidates`` fresh candidates of the trained network, each candidate's
+    advantage its plan weight minus 1 (the weights have mean 1 per state), standardised over
+    the batch: the policy moves towards the candidates the guidance keeps and away from those
+    it drops. The ``ppo_*`` keys set it; ``demo_fraction`` and ``demo_weights`` do not apply
+    (``ppo_bc_coef`` does)."""
+    ppo_states: int = 256
+    """actor_update=ppo: replay states per iteration whose candidates the update ranks."""
+    ppo_num_candidates: int = 8
+    """actor_update=ppo: fresh candidates per state that the update ranks (independent of the
+    collection's ``num_samples``, which may be 1)."""
+    ppo_epochs: int = 5
+    """actor_update=ppo: passes over each iteration's candidates."""
+    ppo_minibatch_size: int = 500
+    """actor_update=ppo: (candidate, denoising step) samples per policy gradient step."""
+    ppo_clip: float = 0.01
+    """actor_update=ppo: ratio clip range of the last denoising step (DPPO's)."""
+    ppo_clip_base: float = 0.001
+    """actor_update=ppo: ratio clip range of the first denoising step (DPPO's schedule between)."""
+    ppo_denoising_gamma: float = 0.99
+    """actor_update=ppo: a denoising step's advantage is discounted by this per step before the
+    last (DPPO's)."""
+    ppo_min_std: float = 0.1
+    """actor_update=ppo: floor of every step's noise std while the update draws and scores its
+    candidates (a step log-probability needs one; DPPO's 0.1). Collection keeps policy.min_std."""
+    ppo_target_kl: float = 1.0
+    """actor_update=ppo: stop an iteration's epochs once the mean approximate KL exceeds this
+    (0: never)."""
+    ppo_max_grad_norm: float = 1.0
+    """actor_update=ppo: clip of the policy gradient norm (0: none)."""
+    ppo_bc_coef: float = 0.0
+    """actor_update=ppo: weight of an unweighted DSM term on demo pairs added to every policy
+    step (the behaviour-cloning anchor of DPPO's ``algo.bc_coef``; 0: none)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -137,10 +182,27 @@ class OTPRConfig(AlgoConfig):
         _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
         _check(self.weight_clip >= 0, "algo.weight_clip", "must be >= 0 (0: no cap)")
         _check(self.critic_lr > 0, "algo.critic_lr", "must be > 0")
+        _one_of(self.actor_update, "algo.actor_update", ("dsm", "ppo"))
+        for key in ("ppo_states", "ppo_epochs", "ppo_minibatch_size"):
+            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
+        _check(self.ppo_num_candidates >= 2, "algo.ppo_num_candidates", "must be >= 2")
+        _check(self.ppo_clip > 0, "algo.ppo_clip", "must be > 0")
+        _check(
+            0 < self.ppo_clip_base <= self.ppo_clip,
+            "algo.ppo_clip_base",
+            f"must be in (0, algo.ppo_clip={self.ppo_clip}]",
+        )
+        _check(0 <= self.ppo_denoising_gamma <= 1, "algo.ppo_denoising_gamma", "must be in [0, 1]")
+        _check(self.ppo_min_std > 0, "algo.ppo_min_std", "must be > 0")
+        for key in ("ppo_target_kl", "ppo_max_grad_norm", "ppo_bc_coef"):
+            _check(getattr(self, key) >= 0, f"algo.{key}", "must be >= 0 (0: off)")
 
     def shrink_for_debug(self) -> None:
         self.critic_updates_per_iter = min(self.critic_updates_per_iter, 5)
         self.actor_updates_per_iter = min(self.actor_updates_per_iter, 5)
+        self.ppo_states = min(self.ppo_states, 16)
+        self.ppo_epochs = min(self.ppo_epochs, 2)
+        self.ppo_minibatch_size = min(self.ppo_minibatch_size, 64)
         self.critic_batch_size = min(self.critic_batch_size, 64)
         self.actor_batch_size = min(self.actor_batch_size, 64)
 
@@ -149,6 +211,7 @@ class OTPRConfig(AlgoConfig):
             "guidance": self.guidance,
             "masked": cfg.ot.masked,
             "actor_targets": self.actor_targets,
+            "actor_update": self.actor_update,
         }
 
 
@@ -391,6 +454,11 @@ class OTPR(Algorithm):
         if iteration < a.warmup_iterations:
             return {**metrics, **timing}
         tic = time.perf_counter()
+        if a.actor_update == "ppo":
+            states = data.batch(a.ppo_states, recent=a.actor_recent)["obs"]
+            metrics.update(self.update_actor_ppo(states, lambda: data.demo_batch(256)))
+            timing["perf/time_actor_s"] = time.perf_counter() - tic
+            return {**metrics, **timing}
         n_demo = int(round(a.demo_fraction * a.actor_batch_size))
         n_own = a.actor_batch_size - n_demo
         if a.actor_targets == "resampled":
@@ -417,6 +485,65 @@ class OTPR(Algorithm):
             metrics.update(self.update_actor(obs, act, w, num_demo=n_demo))
         timing["perf/time_actor_s"] = time.perf_counter() - tic
         return {**metrics, **timing}
+
+    @torch.no_grad()
+    def ppo_candidates(self, obs: Tensor) -> ChainBatch:
+        """``actor_update=ppo``'s batch: ``algo.ppo_num_candidates`` fresh candidates of the
+        trained network per state
+        (obs [n, T_o, D]), their chains and step log-probabilities recorded with every step's
+        std floored at ``algo.ppo_min_std``; each candidate's advantage is its guidance weight
+        normalised to mean 1 over its state's candidates, minus 1 (an all-zero state gets 0),
+        standardised over the batch, and 0 for states outside the data's span (``in_support``).
+        """
+        a = self.cfg.algo
+        n, num = obs.shape[0], a.ppo_num_candidates
+        flat = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
+        with floored_std(self.policy, a.ppo_min_std):
+            chunks, xs, log_prob = record_chain(self.policy, flat, self.generator, self.act_steps)
+        w = self.candidate_weights(obs, chunks.view(n, num, *chunks.shape[1:]))
+        total = w.sum(dim=1, keepdim=True)
+        w = torch.where(total > 0, w * num / total.clamp_min(1e-30), torch.ones_like(w))
+        adv = (w - 1.0) * self.in_support(obs)[:, None]
+        adv = adv.reshape(-1)
+        if adv.numel() > 1 and float(adv.std()) > 0:
+            adv = adv / adv.std()
+        return ChainBatch(flat, xs, log_prob, adv)
+
+    def update_actor_ppo(
+        self, obs: Tensor, demo_batch: Callable[[], tuple[Tensor, Tensor]]
+    ) -> dict[str, float]:
+        """``actor_update=ppo``: ``algo.ppo_epochs`` passes of PPO's clipped surrogate through
+        the chain (``chain_ppo.update_chain_policy``) on the candidates of ``ppo_candidates``,
+        plus ``algo.ppo_bc_coef`` times the DSM loss of ``demo_batch()`` pairs when > 0."""
+        a = self.cfg.algo
+        batch = self.ppo_candidates(obs)
+        num_k = batch.old_log_prob.shape[1]
+        clips = clip_schedule(num_k, a.ppo_clip, a.ppo_clip_base, 3.0).to(batch.advantage)
+        discount = a.ppo_denoising_gamma ** torch.arange(num_k - 1, -1, -1).to(batch.advantage)
+        settings = SimpleNamespace(
+            epochs=a.ppo_epochs,
+            minibatch_size=a.ppo_minibatch_size,
+            max_grad_norm=a.ppo_max_grad_norm,
+            target_kl=a.ppo_target_kl,
+        )
+        regulariser = None
+        if a.ppo_bc_coef > 0:
+            regulariser = bc_regulariser(self.policy, demo_batch, a.ppo_bc_coef)
+        with floored_std(self.policy, a.ppo_min_std):
+            out = update_chain_policy(
+                self.policy,
+                self.actor_optimizer,
+                batch,
+                clips,
+                discount,
+                self.act_steps,
+                settings,
+                self.generator,
+                regulariser=regulariser,
+                after_step=self.after_policy_step,
+            )
+        out["actor/ppo_dropped_frac"] = float((batch.advantage < 0).float().mean())
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from envs.metaworld import metaworld_spec
+from otpr.algos.chain_ppo import floored_std, step_log_prob
 from otpr.algos.otpr import OTPR
 from otpr.config import from_dict
 
@@ -107,3 +108,54 @@ def test_demo_pairs_weigh_one_each_when_uniform(targets: str) -> None:
     assert (own == 0).any() and own.max() > 1  # the own pairs are still ranked by Hc
     # under the guidance, the demos form one Hc row: most of them weigh 0
     assert (seen["guidance"][16:] == 0).sum() > 8
+
+
+def test_ppo_candidates_advantage_is_the_plan_weight_minus_one_per_state() -> None:
+    agent = _agent(ppo_num_candidates=4, actor_update="ppo", ppo_min_std=0.1, actor_obs_bound=0.0)
+    fixed = torch.tensor([[1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    agent.candidate_weights = lambda obs, cand: fixed
+    obs = torch.randn(3, 1, 39)
+    batch = agent.ppo_candidates(obs)
+    assert batch.obs.shape == (12, 1, 39) and batch.xs.shape == (12, 3, 4, 4)
+    torch.testing.assert_close(batch.obs[4], obs[1])
+    raw = torch.tensor([0.0, 2.0, -1.0, -1.0] + [0.0] * 8)  # w / mean(w) - 1 per state
+    torch.testing.assert_close(batch.advantage, raw / raw.std())
+    assert agent.policy.min_std == 0.0  # the floor only held while drawing
+    # the recorded log-probabilities are those of the floored chain under the same network
+    with floored_std(agent.policy, 0.1):
+        mean, std = agent.policy.step_mean_std(batch.obs, batch.xs[:, 1], 1)
+    assert float(std) >= 0.1
+    torch.testing.assert_close(
+        step_log_prob(batch.xs[:, 2], mean, std, 2), batch.old_log_prob[:, 1]
+    )
+
+
+def test_ppo_actor_moves_towards_kept_candidates_and_away_from_dropped_ones() -> None:
+    """A guidance that keeps the candidates whose first action coordinate is above the state's
+    median: the dsm update could only pull towards them; PPO must move the samples up."""
+    agent = _agent(
+        ppo_num_candidates=8,
+        actor_update="ppo",
+        actor_lr=1e-3,
+        ppo_clip=0.2,
+        ppo_clip_base=0.2,
+        ppo_epochs=4,
+        ppo_minibatch_size=256,
+        actor_obs_bound=0.0,
+    )
+
+    def keep_high(obs, cand):
+        x = cand[..., 0, 0]
+        return (x > x.median(dim=1, keepdim=True).values).float()
+
+    agent.candidate_weights = keep_high
+    obs = torch.zeros(64, 1, 39)
+    gen = torch.Generator().manual_seed(0)
+
+    def mean_first() -> float:
+        return float(agent.policy.sample(obs, num_samples=4, generator=gen)[..., 0, 0].mean())
+
+    before = mean_first()
+    infos = [agent.update_actor_ppo(obs, demo_batch=lambda: None) for _ in range(10)]
+    assert mean_first() > before + 0.2, (before, mean_first())
+    assert infos[0]["actor/ppo_dropped_frac"] == 0.5  # half of each state's candidates
