@@ -156,8 +156,9 @@ class OTPRConfig(AlgoConfig):
     ppo_max_grad_norm: float = 1.0
     """actor_update=ppo: clip of the policy gradient norm (0: none)."""
     ppo_bc_coef: float = 0.0
-    """actor_update=ppo: weight of an unweighted DSM term on demo pairs added to every policy
-    step (the behaviour-cloning anchor of DPPO's ``algo.bc_coef``; 0: none)."""
+    """actor_update=ppo: weight of an unweighted DSM term on ``actor_batch_size`` demo pairs
+    (with ``success_to_demos``, also the run's successful episodes) added to every policy step
+    (DPPO's ``algo.bc_coef``; 0: none)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -456,7 +457,8 @@ class OTPR(Algorithm):
         tic = time.perf_counter()
         if a.actor_update == "ppo":
             states = data.batch(a.ppo_states, recent=a.actor_recent)["obs"]
-            metrics.update(self.update_actor_ppo(states, lambda: data.demo_batch(256)))
+            demos = lambda: data.demo_batch(a.actor_batch_size)  # noqa: E731
+            metrics.update(self.update_actor_ppo(states, demos))
             timing["perf/time_actor_s"] = time.perf_counter() - tic
             return {**metrics, **timing}
         n_demo = int(round(a.demo_fraction * a.actor_batch_size))
@@ -489,11 +491,11 @@ class OTPR(Algorithm):
     @torch.no_grad()
     def ppo_candidates(self, obs: Tensor) -> ChainBatch:
         """``actor_update=ppo``'s batch: ``algo.ppo_num_candidates`` fresh candidates of the
-        trained network per state
-        (obs [n, T_o, D]), their chains and step log-probabilities recorded with every step's
-        std floored at ``algo.ppo_min_std``; each candidate's advantage is its guidance weight
-        normalised to mean 1 over its state's candidates, minus 1 (an all-zero state gets 0),
-        standardised over the batch, and 0 for states outside the data's span (``in_support``).
+        trained network per state (obs [n, T_o, D]), their chains and step log-probabilities
+        recorded with every step's std floored at ``algo.ppo_min_std``; each candidate's
+        advantage is its guidance weight normalised to mean 1 over its state's candidates,
+        minus 1 (an all-zero state gets 0), standardised over the batch, and 0 for states
+        outside the data's span (``in_support``).
         """
         a = self.cfg.algo
         n, num = obs.shape[0], a.ppo_num_candidates

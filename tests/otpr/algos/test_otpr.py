@@ -159,3 +159,37 @@ def test_ppo_actor_moves_towards_kept_candidates_and_away_from_dropped_ones() ->
     infos = [agent.update_actor_ppo(obs, demo_batch=lambda: None) for _ in range(10)]
     assert mean_first() > before + 0.2, (before, mean_first())
     assert infos[0]["actor/ppo_dropped_frac"] == 0.5  # half of each state's candidates
+
+
+def test_ppo_actor_update_runs_end_to_end(tmp_path, monkeypatch) -> None:
+    """``otpr algo.actor_update=ppo algo.ppo_bc_coef=0.1 debug=true`` (otpr.loop.run): the
+    actor takes PPO steps through the chain with the demo term, not DSM steps, and every
+    logged number is finite."""
+    import json
+    import math
+
+    from otpr import cli  # noqa: F401  registers the schemas
+    from otpr.config import apply_debug
+    from otpr.loop import run
+
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_debug(
+        from_dict(
+            {
+                "task": {"name": "reach-v3"},
+                "algo": {"name": "otpr", "actor_update": "ppo", "ppo_bc_coef": 0.1},
+                "debug": True,
+                "progress": False,
+                "tensorboard": False,
+            }
+        )
+    )
+    run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["actor_update"] == "ppo" and math.isfinite(saved["final_success"])
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
+    keys = {k for r in records for k in r}
+    assert {"ppo/policy_loss", "ppo/bc_loss", "actor/ppo_dropped_frac"} <= keys
+    assert "actor/dsm" not in keys
+    numbers = [v for r in records for v in r.values() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in numbers)
