@@ -64,9 +64,10 @@ def _title(summary: dict[str, Any]) -> str:
     if "guidance" not in summary:  # an algorithm without OT guidance
         return f"{summary.get('task')} / {summary.get('algo')}, seed {summary.get('seed')}"
     masked = "masked" if summary.get("masked") else "unmasked"
+    update = ", PPO actor update" if summary.get("actor_update") == "ppo" else ""
     return (
         f"{summary.get('task')} / {summary.get('algo')} (guidance {summary.get('guidance')}, "
-        f"{masked} OT), seed {summary.get('seed')}"
+        f"{masked} OT{update}), seed {summary.get('seed')}"
     )
 
 

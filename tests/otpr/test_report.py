@@ -52,5 +52,14 @@ def test_only_runs_with_ot_guidance_are_labelled_with_it() -> None:
     assert _title(dppo) == "can / dppo, seed 0"
     otpr_cfg = from_dict({"task": {"name": "can"}, "ot": {"masked": False}})
     described = otpr_cfg.algo.describe(otpr_cfg)
-    assert described == {"guidance": "H", "masked": False, "actor_targets": "replay"}
-    assert "guidance H, unmasked OT" in _title(dict(dppo, algo="otpr", **described))
+    assert described == {
+        "guidance": "H",
+        "masked": False,
+        "actor_targets": "replay",
+        "actor_update": "dsm",
+    }
+    assert _title(dict(dppo, algo="otpr", **described)) == (
+        "can / otpr (guidance H, unmasked OT), seed 0"
+    )
+    ppo = dict(dppo, algo="otpr", **dict(described, actor_update="ppo"))
+    assert _title(ppo) == "can / otpr (guidance H, unmasked OT, PPO actor update), seed 0"
