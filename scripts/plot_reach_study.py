@@ -15,6 +15,7 @@ import numpy as np
 d = json.load(open("docs/runs/reach_guidance_study.json"))
 rows = [
     ("Hds", "OTPR default (Hc)"),
+    ("ppo", "default guidance, PPO actor update"),
     ("Qd", "default actor + Q"),
     ("Hu", "paper OTPR unmasked"),
     ("Hp", "paper OTPR masked"),
