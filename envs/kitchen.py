@@ -119,6 +119,7 @@ KITCHEN_TASKS: dict[str, TaskSpec] = {
             "d4rl_dataset": dataset,
             "dataset_note": note,
             "obs_slices": dict(OBS_SLICES),
+            "obs_key_dims": {key: b - a for key, (a, b) in OBS_SLICES.items()},
             "proprio": OBS_SLICES["robot_qpos"],  # the robot's own state, for pixel observations
         },
     )

@@ -315,6 +315,10 @@ def write_robomimic_hdf5(
             raise DatasetError(
                 f"{path}: obs_keys: widths of {keys} unknown; pass a mapping key -> width"
             )
+    if len(dims) != len(keys):
+        raise DatasetError(
+            f"{path}: obs_keys: expected one width per key of {keys}, got widths {dims}"
+        )
     if sum(dims) != dataset.obs_dim:
         raise DatasetError(
             f"{path}: obs_keys: expected widths summing to obs_dim {dataset.obs_dim}, "

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from otpr.data import DemoDataset, Episode, read_robomimic_hdf5
+from otpr.data import DatasetError, DemoDataset, Episode, read_robomimic_hdf5, write_robomimic_hdf5
 from otpr.demos import Quality, demo_transitions, generate_demos, success_by_task
 
 warnings.filterwarnings("ignore")
@@ -81,6 +81,33 @@ def test_robomimic_demos_keep_the_key_layout(tmp_path) -> None:
     back = read_robomimic_hdf5(tmp_path / "lift.hdf5")
     assert back.obs_keys == ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
     assert back.obs_dim == 19 and back[0].success and back[0].dones[-1]
+
+
+def test_kitchen_demos_round_trip_with_the_key_layout(tmp_path) -> None:
+    """Kitchen's four observation keys are written with their widths and read back as the
+    same flat observation (a file holding one 59-wide key under the first name failed to load)."""
+    pytest.importorskip("gymnasium_robotics")
+    made = generate_demos(
+        "kitchen-complete", 1, "expert", seed=0, out=tmp_path / "k.hdf5", progress=False
+    )
+    back = read_robomimic_hdf5(tmp_path / "k.hdf5")
+    assert back.obs_keys == ("robot_qpos", "robot_qvel", "object_qpos", "object_qvel")
+    assert back.obs_key_dims == (9, 9, 21, 20)
+    with h5py.File(tmp_path / "k.hdf5") as f:
+        assert f["data/demo_0/obs/object_qvel"].shape[1] == 20
+    np.testing.assert_array_equal(back[0].obs, made[0].obs)
+
+
+def test_a_key_without_its_own_width_is_refused(tmp_path) -> None:
+    ep = Episode(
+        obs=np.zeros((3, 5), np.float32),
+        actions=np.zeros((3, 2), np.float32),
+        rewards=np.zeros(3, np.float32),
+        dones=np.zeros(3, bool),
+    )
+    ds = DemoDataset(episodes=[ep], obs_keys=("a", "b"), obs_key_dims=(5,))
+    with pytest.raises(DatasetError, match=r"one width per key of \['a', 'b'\]"):
+        write_robomimic_hdf5(tmp_path / "x.hdf5", ds)
 
 
 def test_demo_transitions_discount_and_terminal() -> None:
