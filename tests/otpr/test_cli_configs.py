@@ -93,3 +93,7 @@ def test_experiment_recipe_sets_the_groups_and_yields_to_the_command_line() -> N
     assert cfg.algo.success_to_demos and cfg.algo.num_samples == 1
     cfg = OmegaConf.to_object(_compose("experiment=can", "task.demos.num_episodes=20", "seed=1"))
     assert cfg.task.demos.num_episodes == 20 and cfg.seed == 1
+    cfg = OmegaConf.to_object(_compose("experiment=kitchen"))
+    assert cfg.task.name == "kitchen-complete" and cfg.task.demos.action_noise == 0.2
+    assert cfg.policy.hidden == [512, 512, 512] and cfg.algo.pretrain_steps == 20000
+    assert cfg.algo.name == "otpr" and cfg.algo.iterations == 80
