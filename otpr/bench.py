@@ -84,6 +84,9 @@ class BenchSpec:
     """Evaluation episodes per policy (0: the task's ``task.eval_episodes``)."""
     task_overrides: dict[str, list[str]] = field(default_factory=dict)
     """Extra overrides per task name, for pretraining and fine-tuning (e.g. can: [...])."""
+    pretrain_overrides: dict[str, list[str]] = field(default_factory=dict)
+    """Extra overrides per task name for its pretraining only, after ``task_overrides`` (a BC
+    recipe's steps or EMA that the fine-tuning runs must not inherit; can: [experiment=can])."""
     algo_overrides: dict[str, list[str]] = field(default_factory=dict)
     """Extra overrides per algorithm config (e.g. dppo: [algo.eval_every=2])."""
     out: str | None = None
@@ -107,6 +110,7 @@ class BenchSpec:
         # overrides may name what this run leaves out (bench.algos=[bc,otpr] of a spec with
         # dppo's), but not what does not exist
         known("task", list(self.task_overrides), "task_overrides")
+        known("task", list(self.pretrain_overrides), "pretrain_overrides")
         known("algo", list(self.algo_overrides), "algo_overrides")
         for mode in self.eval_modes:
             if mode not in EVAL_MODES:
@@ -239,7 +243,8 @@ def plan(spec: BenchSpec, debug: bool = False) -> dict[str, Any]:
                 Job(
                     "pretrain",
                     f"{task}/bc_s{seed}",
-                    [f"task={task}", f"seed={seed}", *_extra(spec, task, None), *dbg]
+                    [f"task={task}", f"seed={seed}", *_extra(spec, task, None)]
+                    + [*spec.pretrain_overrides.get(task, []), *dbg]
                     + [f"hydra.run.dir={start}"],
                     task,
                     "bc",

@@ -94,6 +94,63 @@ def test_every_algorithm_of_a_seed_starts_from_one_checkpoint_within_the_budget(
     assert "algo.eval_deterministic=false" in det["stochastic"]
 
 
+def test_pretrain_overrides_reach_the_pretraining_only(tmp_path, hydra_configs):
+    spec = _spec(
+        tmp_path,
+        algos=["bc", "otpr"],
+        seeds=[0],
+        task_overrides={"reach": ["task.num_envs=4"]},
+        pretrain_overrides={"reach": ["algo.ema_decay=0.99", "algo.pretrain_steps=123"]},
+    )
+    jobs = plan(spec)["jobs"]
+    (pre,) = jobs["pretrain"]
+    (fine,) = jobs["finetune"]
+    assert "algo.ema_decay=0.99" in pre.overrides and "task.num_envs=4" in pre.overrides
+    assert not any(o.startswith(("algo.ema_decay", "algo.pretrain_steps")) for o in fine.overrides)
+    assert "task.num_envs=4" in fine.overrides
+    with pytest.raises(ConfigError, match="bench.pretrain_overrides: 'caan'"):
+        _spec(tmp_path, pretrain_overrides={"caan": []})
+
+
+def test_the_can_spec_starts_every_method_from_the_can_recipe_bc_at_one_budget(
+    tmp_path, hydra_configs
+):
+    import yaml
+
+    from otpr.cli import _to_config
+
+    fields = yaml.safe_load((ROOT / "configs" / "bench" / "can.yaml").read_text())
+    spec = BenchSpec(**{**fields, "out": str(tmp_path / "out")})
+    planned = plan(spec)
+    (pre,) = planned["jobs"]["pretrain"]
+    bc = _to_config(compose("config", [o for o in pre.overrides if not o.startswith("hydra.")]))
+    recipe = _to_config(compose("config", ["experiment=can"]))
+    for key in ("pretrain_steps", "ema_decay", "pretrain_batch_size", "pretrain_lr"):
+        assert getattr(bc.algo, key) == getattr(recipe.algo, key), key
+    assert bc.policy.hidden == recipe.policy.hidden == [512, 512, 512]
+    assert bc.task.obs_history == recipe.task.obs_history == 2
+    assert bc.task.demos.num_episodes == 20
+    # one budget: the same iterations of the same env steps for every method, from one start
+    budgets = planned["budgets"]
+    assert {b["iterations"] for b in budgets.values()} == {125}
+    assert {b["env_steps_per_iteration"] for b in budgets.values()} == {2400}
+    starts = {o for j in planned["jobs"]["finetune"] for o in j.overrides if "checkpoint=" in o}
+    assert len(starts) == 1
+    for job in planned["jobs"]["finetune"]:
+        cfg = _to_config(
+            compose(
+                "config",
+                [
+                    o
+                    for o in job.overrides
+                    if "=" in o and not o.startswith(("hydra.", "checkpoint="))
+                ],
+            )
+        )
+        assert cfg.algo.ema_decay == 0.0, job.algo  # the BC's EMA stays in pretraining
+    assert all("task.eval_episodes=200" in j.overrides for j in planned["jobs"]["evaluate"])
+
+
 def test_the_budget_sets_the_iterations(tmp_path, hydra_configs):
     planned = plan(_spec(tmp_path, env_steps=12_800, algos=["otpr"]))
     assert planned["budgets"]["reach/otpr"]["iterations"] == 10
