@@ -148,6 +148,8 @@ def test_the_can_spec_starts_every_method_from_the_can_recipe_bc_at_one_budget(
             )
         )
         assert cfg.algo.ema_decay == 0.0, job.algo  # the BC's EMA stays in pretraining
+        # DPPO keeps its V-only warm-up; the critic-based methods wait for their critics
+        assert cfg.algo.warmup_iterations == (2 if job.algo == "dppo" else 5), job.algo
     assert all("task.eval_episodes=200" in j.overrides for j in planned["jobs"]["evaluate"])
 
 
