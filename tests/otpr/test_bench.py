@@ -122,8 +122,14 @@ def test_the_can_spec_starts_every_method_from_the_can_recipe_bc_at_one_budget(
     fields = yaml.safe_load((ROOT / "configs" / "bench" / "can.yaml").read_text())
     spec = BenchSpec(**{**fields, "out": str(tmp_path / "out")})
     planned = plan(spec)
+
+    def config_of(job: Job):
+        """The config a job's command composes (its run dir and start checkpoint aside)."""
+        keep = [o for o in job.overrides if not o.startswith(("hydra.", "checkpoint="))]
+        return _to_config(compose("config", keep))
+
     (pre,) = planned["jobs"]["pretrain"]
-    bc = _to_config(compose("config", [o for o in pre.overrides if not o.startswith("hydra.")]))
+    bc = config_of(pre)
     recipe = _to_config(compose("config", ["experiment=can"]))
     for key in ("pretrain_steps", "ema_decay", "pretrain_batch_size", "pretrain_lr"):
         assert getattr(bc.algo, key) == getattr(recipe.algo, key), key
@@ -137,16 +143,7 @@ def test_the_can_spec_starts_every_method_from_the_can_recipe_bc_at_one_budget(
     starts = {o for j in planned["jobs"]["finetune"] for o in j.overrides if "checkpoint=" in o}
     assert len(starts) == 1
     for job in planned["jobs"]["finetune"]:
-        cfg = _to_config(
-            compose(
-                "config",
-                [
-                    o
-                    for o in job.overrides
-                    if "=" in o and not o.startswith(("hydra.", "checkpoint="))
-                ],
-            )
-        )
+        cfg = config_of(job)
         assert cfg.algo.ema_decay == 0.0, job.algo  # the BC's EMA stays in pretraining
         # DPPO keeps its V-only warm-up; the critic-based methods wait for their critics
         assert cfg.algo.warmup_iterations == (2 if job.algo == "dppo" else 5), job.algo
