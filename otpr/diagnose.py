@@ -116,19 +116,9 @@ def rank_stats(weights: np.ndarray, oracle: np.ndarray) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def probe(
-    checkpoint: str | Path,
-    episodes: int = 5,
-    num_candidates: int = 8,
-    seed: int = 300_000,
-    guidances: tuple[str, ...] = GUIDANCES,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Guidance weights and the shaped-reward oracle of ``num_candidates`` candidates at every
-    decision of ``episodes`` episodes of a checkpoint's (acting) policy, seeds ``seed + i``;
-    returns ``{"rank": {guidance: rank_stats}, ...}`` and the raw arrays."""
-    import envs
+def load_otpr(checkpoint: str | Path) -> tuple[Path, Any, Any]:
+    """An OTPR checkpoint's directory, config and algorithm (its networks loaded, the masked
+    cost's demo keypoints prepared), as the probe scores with it."""
     from otpr import checkpoint as ckpt_io
     from otpr.algos import make_algorithm
     from otpr.config import from_dict
@@ -142,24 +132,48 @@ def probe(
         raise UsageError(
             f"{ckpt}: algo={meta.get('algo')} has no guidance weights to diagnose (algo=otpr)"
         )
+    cfg.progress = False
+    spec = task_spec_of(cfg)
+    algo = make_algorithm(cfg, spec)
+    ckpt_io.load_modules(ckpt, algo.modules())
+    demos = load_demos(cfg, spec, progress=False)  # the masked cost's keypoints
+    algo.prepare(*make_windows(demos, cfg.task.obs_history, cfg.task.horizon))
+    return ckpt, cfg, algo
+
+
+@torch.no_grad()
+def probe(
+    checkpoint: str | Path,
+    episodes: int = 5,
+    num_candidates: int = 8,
+    seed: int = 300_000,
+    guidances: tuple[str, ...] = GUIDANCES,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Guidance weights and the shaped-reward oracle of ``num_candidates`` candidates at every
+    decision of ``episodes`` episodes of a checkpoint's (acting) policy, seeds ``seed + i``;
+    returns ``{"rank": {guidance: rank_stats}, ...}`` and the raw arrays: per decision the
+    observation window ``obs`` [D, T_o, obs_dim] (raw, as the policy takes it), the
+    ``candidates`` [D, L, H, A], their ``oracle`` scores [D, L] and each guidance's weights
+    [D, L], so that another scorer (a critic trained otherwise) can be ranked on the same
+    candidates without the simulator (``otpr-diagnose --save``)."""
+    import envs
+
+    ckpt, cfg, algo = load_otpr(checkpoint)
     if envs.suite_of(cfg.task.name) not in SNAPSHOT_SUITES:
         raise UsageError(
             f"task.name={cfg.task.name!r}: the oracle needs simulator snapshots and a shaped "
             f"reward, which only the {' and '.join(SNAPSHOT_SUITES)} tasks provide here"
         )
-    cfg.progress = False
     trained_with = cfg.algo.guidance
     t = cfg.task
-    spec = task_spec_of(cfg)
-    algo = make_algorithm(cfg, spec)
-    ckpt_io.load_modules(ckpt, algo.modules())
-    demos = load_demos(cfg, spec, progress=False)  # the masked cost's keypoints
-    algo.prepare(*make_windows(demos, t.obs_history, t.horizon))
     policy = algo.acting_policy.eval()
     generator = torch.Generator().manual_seed(seed)
     env = envs.make_single(t.name, seed, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
     weights: dict[str, list[np.ndarray]] = {g: [] for g in guidances}
     oracle: list[np.ndarray] = []
+    states: list[np.ndarray] = []
+    candidates: list[np.ndarray] = []
     successes = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -184,6 +198,8 @@ def probe(
                         break
                 env.restore(snap)
             oracle.append(scores)
+            states.append(obs_t[0].cpu().numpy())
+            candidates.append(cand[0].cpu().numpy())
             for action in chunks[0]:  # the policy's own sample: its state distribution
                 obs, _, term, trunc, info = env.step(action)
                 history.append(obs)
@@ -206,7 +222,12 @@ def probe(
         "num_candidates": num_candidates,
         "policy_success": float(np.mean(successes)),
         "rank": rank,
-        "arrays": {"oracle": o, **{g: np.stack(w) for g, w in weights.items()}},
+        "arrays": {
+            "obs": np.stack(states),
+            "candidates": np.stack(candidates),
+            "oracle": o,
+            **{g: np.stack(w) for g, w in weights.items()},
+        },
     }
 
 
@@ -247,6 +268,10 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--candidates", type=int, default=8, help="L per state (default 8)")
     parser.add_argument("--seed", type=int, default=300_000, help="first episode seed")
     parser.add_argument("--out", help="also write the numbers to this json file")
+    parser.add_argument(
+        "--save",
+        help="also write the probe's arrays (obs, candidates, oracle, weights) to this .npz",
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.candidates < 2:
         raise UsageError(
@@ -263,6 +288,8 @@ def _main(argv: list[str] | None) -> int:
     if args.out:
         summary = {k: v for k, v in result.items() if k != "arrays"}
         Path(args.out).write_text(json.dumps(summary, indent=2))
+    if args.save:
+        np.savez_compressed(args.save, **result["arrays"])
     return 0
 
 

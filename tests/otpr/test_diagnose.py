@@ -3,6 +3,7 @@ real (tiny) OTPR checkpoint."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from otpr.diagnose import actor_weight_stats, main, rank_stats, weight_spread
+from otpr.diagnose import actor_weight_stats, load_otpr, main, rank_stats, weight_spread
 
 try:
     import robosuite  # noqa: F401
@@ -22,6 +23,7 @@ except ImportError:
     HAVE_ROBOSUITE = False
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[2]
 Z = 1.5 / np.sqrt(1.25)  # z of the best of 4 equally spaced scores
 
 
@@ -55,6 +57,33 @@ def test_weight_spread_and_actor_stats_by_hand() -> None:
     assert actor_weight_stats(torch.ones(4), num_demo=0)["demo_weight_share"] == 0.0
 
 
+def _critic_ranking():
+    spec = importlib.util.spec_from_file_location(
+        "critic_ranking", ROOT / "scripts" / "critic_ranking.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mc_returns_follow_each_env_stream_by_hand() -> None:
+    """Two envs interleaved (rows A0 B0 A1 B1 A2 B2): A succeeds at its third decision; B is
+    reset after its first (its next row starts elsewhere: a time limit) and its last row
+    ends the replay: the rest of a cut-off episode counts 0."""
+    obs = np.array([0, 10, 1, 99, 2, 100], np.float32)[:, None]
+    next_obs = np.array([1, 11, 2, 100, 3, 101], np.float32)[:, None]
+    reward = np.array([0.0, 0.0, 0.0, 0.0, 0.9, 0.0])
+    discount = np.full(6, 0.5)
+    terminated = np.array([0, 0, 0, 0, 1, 0], np.float32)
+    g = _critic_ranking().mc_returns(reward, discount, terminated, obs, next_obs, streams=2)
+    # A: 0.9 at A2, 0.45 at A1, 0.225 at A0; B: 0 everywhere
+    assert g == pytest.approx([0.225, 0.0, 0.45, 0.0, 0.9, 0.0])
+    reward[5] = 1.0  # B's last row: its own reward only
+    reward[3] = 0.2  # B1 continues into B2 (obs 100 = next_obs 100): 0.2 + 0.5 * 1.0
+    g = _critic_ranking().mc_returns(reward, discount, terminated, obs, next_obs, streams=2)
+    assert g[3] == pytest.approx(0.7) and g[5] == pytest.approx(1.0) and g[1] == 0.0
+
+
 def _run(tmp_path: Path, *overrides: str) -> Path:
     run = tmp_path / overrides[0].split("=")[-1]
     out = subprocess.run(
@@ -76,8 +105,9 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     actor = [r for r in records if "actor/ess_frac" in r]
     assert actor and all(0 < r["actor/ess_frac"] <= 1 for r in actor)
     assert all(0 < r["actor/demo_weight_share"] < 1 for r in actor)  # demo_fraction 0.25
-    out_json = tmp_path / "diag.json"
-    assert main(["--checkpoint", str(run), "--episodes", "1", "--out", str(out_json)]) == 0
+    out_json, saved = tmp_path / "diag.json", tmp_path / "probe.npz"
+    argv = ["--checkpoint", str(run), "--episodes", "1", "--out", str(out_json)]
+    assert main([*argv, "--save", str(saved)]) == 0
     printed = capsys.readouterr().out
     assert "spearman" in printed and "uniform" in printed
     result = json.loads(out_json.read_text())
@@ -86,6 +116,21 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     assert uniform["spearman"] == 0.0 and abs(uniform["sampled_z"]) < 1e-9
     for stats in result["rank"].values():
         assert stats["best_z"] >= stats["top1_z"] - 1e-9 and stats["best_z"] > 0
+    # the saved probe: raw windows and candidates from which the checkpoint's algorithm gives
+    # back each guidance's weights, and the printed statistics
+    arrays = np.load(saved)
+    d = result["decisions"]
+    assert arrays["obs"].shape[0] == arrays["candidates"].shape[0] == arrays["oracle"].shape[0] == d
+    assert arrays["candidates"].shape[1] == 8
+    _, cfg, algo = load_otpr(run)
+    for guidance in ("Q", "A"):
+        cfg.algo.guidance = guidance
+        w = algo.candidate_weights(
+            torch.as_tensor(arrays["obs"]), torch.as_tensor(arrays["candidates"])
+        )
+        np.testing.assert_allclose(w.numpy(), arrays[guidance], rtol=1e-5, atol=1e-6)
+        stats = rank_stats(arrays[guidance], arrays["oracle"])
+        assert stats["spearman"] == pytest.approx(result["rank"][guidance]["spearman"])
     # another algorithm's checkpoint has no guidance: one line, exit 2
     dppo = _run(tmp_path, "algo=dppo")
     assert main(["--checkpoint", str(dppo)]) == 2
