@@ -149,10 +149,20 @@ def probe(
     seed: int = 300_000,
     guidances: tuple[str, ...] = GUIDANCES,
     progress: bool = False,
+    oracle_kind: str = "chunk",
+    rollouts: int = 1,
+    every: int = 1,
 ) -> dict[str, Any]:
-    """Guidance weights and the shaped-reward oracle of ``num_candidates`` candidates at every
-    decision of ``episodes`` episodes of a checkpoint's (acting) policy, seeds ``seed + i``;
-    returns ``{"rank": {guidance: rank_stats}, ...}`` and the raw arrays: per decision the
+    """Guidance weights and the oracle of ``num_candidates`` candidates at every ``every``-th
+    decision of ``episodes`` episodes of a checkpoint's (acting) policy, seeds ``seed + i``.
+
+    ``oracle_kind``: ``chunk``, the task's shaped reward summed over the candidate's executed
+    steps (myopic: it sees the next T_a steps only); ``return``, the discounted task reward of
+    executing the candidate and then the policy to the episode's end, averaged over
+    ``rollouts`` continuations from the same snapshot (a Monte-Carlo Q of the policy: what a
+    critic should rank by, at the cost of whole episodes per candidate).
+
+    Returns ``{"rank": {guidance: rank_stats}, ...}`` and the raw arrays: per decision the
     observation window ``obs`` [D, T_o, obs_dim] (raw, as the policy takes it), the
     ``candidates`` [D, L, H, A], their ``oracle`` scores [D, L] and each guidance's weights
     [D, L], so that another scorer (a critic trained otherwise) can be ranked on the same
@@ -166,7 +176,7 @@ def probe(
             f"reward, which only the {' and '.join(SNAPSHOT_SUITES)} tasks provide here"
         )
     trained_with = cfg.algo.guidance
-    t = cfg.task
+    t, gamma = cfg.task, cfg.task.gamma
     policy = algo.acting_policy.eval()
     generator = torch.Generator().manual_seed(seed)
     env = envs.make_single(t.name, seed, max_episode_steps=t.max_episode_steps, **t.env_kwargs)
@@ -178,11 +188,16 @@ def probe(
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         history = deque([obs] * t.obs_history, maxlen=t.obs_history)
-        done, success = False, False
+        done, success, decision = False, False, -1
         while not done:
+            decision += 1
             obs_t = torch.as_tensor(
                 np.stack(history)[None], dtype=torch.float32, device=algo.device
             )
+            if decision % every:  # not probed: the policy's own sample only
+                own = policy.sample(obs_t, num_samples=1, generator=generator)
+                done, success = _act(env, own[0, 0, : t.act_steps].cpu().numpy(), history, success)
+                continue
             cand = policy.sample(obs_t, num_samples=num_candidates, generator=generator)
             for g in guidances:
                 cfg.algo.guidance = g
@@ -191,6 +206,16 @@ def probe(
             snap = env.snapshot()
             scores = np.zeros(num_candidates)
             for i, chunk in enumerate(chunks):
+                if oracle_kind == "return":
+                    for _ in range(rollouts):
+                        scores[i] += (
+                            _return_to_go(
+                                env, policy, history, chunk, t.act_steps, gamma, generator
+                            )
+                            / rollouts
+                        )
+                        env.restore(snap)
+                    continue
                 for action in chunk:
                     _, _, term, trunc, _ = env.step(action)
                     scores[i] += env.last_shaped_reward
@@ -200,13 +225,8 @@ def probe(
             oracle.append(scores)
             states.append(obs_t[0].cpu().numpy())
             candidates.append(cand[0].cpu().numpy())
-            for action in chunks[0]:  # the policy's own sample: its state distribution
-                obs, _, term, trunc, info = env.step(action)
-                history.append(obs)
-                success = success or bool(info["success"])
-                if term or trunc:
-                    done = True
-                    break
+            # the policy's own sample (the first candidate): its state distribution
+            done, success = _act(env, chunks[0], history, success)
         successes.append(success)
         if progress:
             print(f"episode {ep + 1}/{episodes}: success {success}", file=sys.stderr)
@@ -216,6 +236,7 @@ def probe(
     return {
         "checkpoint": str(ckpt),
         "task": t.name,
+        "oracle": oracle_kind if oracle_kind == "chunk" else f"return ({rollouts} rollouts)",
         "guidance_trained": trained_with,
         "episodes": episodes,
         "decisions": len(o),
@@ -229,6 +250,43 @@ def probe(
             **{g: np.stack(w) for g, w in weights.items()},
         },
     }
+
+
+def _act(env, chunk: np.ndarray, history: deque, success: bool) -> tuple[bool, bool]:
+    """Execute a chunk, appending its observations to ``history``; (episode over, success)."""
+    for action in chunk:
+        obs, _, term, trunc, info = env.step(action)
+        history.append(obs)
+        success = success or bool(info["success"])
+        if term or trunc:
+            return True, success
+    return False, success
+
+
+def _return_to_go(
+    env,
+    policy,
+    history: deque,
+    chunk: np.ndarray,
+    act_steps: int,
+    gamma: float,
+    generator: torch.Generator,
+) -> float:
+    """The discounted task reward of executing ``chunk`` from the env's current state and
+    then ``policy`` (one sample per decision) until the episode ends."""
+    hist = deque(history, maxlen=history.maxlen)
+    ret, disc, device = 0.0, 1.0, next(policy.parameters()).device
+    while True:
+        for action in chunk:
+            obs, reward, term, trunc, _ = env.step(action)
+            ret += disc * float(reward)
+            disc *= gamma
+            hist.append(obs)
+            if term or trunc:
+                return ret
+        obs_t = torch.as_tensor(np.stack(hist)[None], dtype=torch.float32, device=device)
+        chunk = policy.sample(obs_t, num_samples=1, generator=generator)[0, 0, :act_steps]
+        chunk = chunk.cpu().numpy()
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -267,22 +325,42 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--episodes", type=int, default=5, help="episodes to probe (default 5)")
     parser.add_argument("--candidates", type=int, default=8, help="L per state (default 8)")
     parser.add_argument("--seed", type=int, default=300_000, help="first episode seed")
+    parser.add_argument(
+        "--oracle",
+        choices=("chunk", "return"),
+        default="chunk",
+        help="chunk: the shaped reward over the executed steps (default); return: the "
+        "discounted task reward of the candidate and then the policy to the episode's end",
+    )
+    parser.add_argument(
+        "--rollouts", type=int, default=1, help="--oracle return: continuations per candidate"
+    )
+    parser.add_argument("--every", type=int, default=1, help="probe every N-th decision")
     parser.add_argument("--out", help="also write the numbers to this json file")
     parser.add_argument(
         "--save",
         help="also write the probe's arrays (obs, candidates, oracle, weights) to this .npz",
     )
     args = parser.parse_args(argv)
-    if args.episodes < 1 or args.candidates < 2:
+    if min(args.episodes, args.rollouts, args.every) < 1 or args.candidates < 2:
         raise UsageError(
-            f"--episodes must be >= 1 and --candidates >= 2, got {args.episodes} and "
-            f"{args.candidates}"
+            f"--episodes, --rollouts and --every must be >= 1 and --candidates >= 2, got "
+            f"{args.episodes}, {args.rollouts}, {args.every} and {args.candidates}"
         )
-    result = probe(args.checkpoint, args.episodes, args.candidates, args.seed, progress=True)
+    result = probe(
+        args.checkpoint,
+        args.episodes,
+        args.candidates,
+        args.seed,
+        progress=True,
+        oracle_kind=args.oracle,
+        rollouts=args.rollouts,
+        every=args.every,
+    )
     print(
         f"{result['task']}: {result['decisions']} states x {result['num_candidates']} "
-        f"candidates, policy success {result['policy_success']:.2f} (guidance trained with: "
-        f"{result['guidance_trained']})"
+        f"candidates, oracle {result['oracle']}, policy success "
+        f"{result['policy_success']:.2f} (guidance trained with: {result['guidance_trained']})"
     )
     print(_table(result))
     if args.out:

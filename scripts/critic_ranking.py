@@ -12,9 +12,11 @@ candidate and of one resampled by the Hc plan of that scorer's Q)::
     mc               twin Q regressed on each chunk's Monte-Carlo discounted return
     mc recent        the same on the newest quarter of the replay only (nearer the policy)
 
-    python scripts/critic_ranking.py --checkpoint <otpr checkpoint> --probe <probe.npz>
+    python scripts/critic_ranking.py --checkpoint <otpr checkpoint> --probe <probe.npz> [...]
 
-Fitted scorers are trained with ``--seeds`` seeds and reported as mean +- standard error.
+Fitted scorers are trained with ``--seeds`` seeds and reported as mean +- standard error, each
+fit scored on every probe given (e.g. one with ``--oracle chunk`` and one with ``--oracle
+return``).
 """
 
 from __future__ import annotations
@@ -132,15 +134,14 @@ def score(algo, scorer, obs: np.ndarray, candidates: np.ndarray, oracle: np.ndar
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="OTPR checkpoint with its replay")
-    p.add_argument("--probe", required=True, help="otpr-diagnose --save output (.npz)")
+    p.add_argument("--probe", required=True, nargs="+", help="otpr-diagnose --save outputs (.npz)")
     p.add_argument("--steps", type=int, default=20_000, help="gradient steps per fit")
     p.add_argument("--seeds", type=int, default=3, help="fits per fitted scorer")
     p.add_argument("--out", help="also write the numbers to this json file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ckpt, cfg, algo = load_otpr(args.checkpoint)
-    probe = np.load(args.probe)
-    obs, cand, oracle = probe["obs"], probe["candidates"], probe["oracle"]
+    probes = {path: np.load(path) for path in args.probe}
     data = load_replay(ckpt)
     returns = mc_returns(
         data["reward"], data["discount"], data["terminated"], data["obs"], data["next_obs"],
@@ -148,33 +149,33 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     quarter = len(returns) // 4
     recent = {k: v[-quarter:] for k, v in data.items()}
-    print(
-        f"{ckpt}: replay {len(returns)} decisions (mean MC return {returns.mean():.3f}); probe "
-        f"{len(oracle)} states x {oracle.shape[1]} candidates",
-        flush=True,
-    )
-    results: dict[str, dict] = {
-        "iql checkpoint": score(algo, algo.critic.target_q, obs, cand, oracle)
-    }
+    print(f"{ckpt}: replay {len(returns)} decisions (mean MC return {returns.mean():.3f})")
+
+    def rank(scorer) -> dict[str, dict[str, float]]:
+        return {
+            path: score(algo, scorer, z["obs"], z["candidates"], z["oracle"])
+            for path, z in probes.items()
+        }
+
+    results: dict[str, list[dict]] = {"iql checkpoint": [rank(algo.critic.target_q)]}
     fits = {
         "iql refit": lambda seed: fit_iql(algo, data, args.steps, seed),
         "mc": lambda seed: fit_mc(algo, data, returns, args.steps, seed),
-        "mc recent": lambda seed: fit_mc(
-            algo, recent, returns[-len(returns) // 4 :], args.steps, seed
-        ),
+        "mc recent": lambda seed: fit_mc(algo, recent, returns[-quarter:], args.steps, seed),
     }
     for name, fit in fits.items():
-        runs = [score(algo, fit(seed), obs, cand, oracle) for seed in range(args.seeds)]
-        results[name] = {key: [r[key] for r in runs] for key in ("spearman", "top1_z", "hc_z")}
-        print(f"{name}: {results[name]}", flush=True)
-    print(f"{'scorer':<16}{'spearman':>18}{'top1_z':>18}{'hc_z':>18}")
-    for name, r in results.items():
-        cells = []
-        for key in ("spearman", "top1_z", "hc_z"):
-            v = np.atleast_1d(r[key])
-            se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
-            cells.append(f"{v.mean():>10.3f} +- {se:.3f}")
-        print(f"{name:<16}" + "".join(f"{c:>18}" for c in cells))
+        results[name] = [rank(fit(seed)) for seed in range(args.seeds)]
+        print(f"{name}: fitted {args.seeds} x {args.steps} steps", flush=True)
+    for path, z in probes.items():
+        print(f"\n{path}: {z['oracle'].shape[0]} states x {z['oracle'].shape[1]} candidates")
+        print(f"{'scorer':<16}{'spearman':>18}{'top1_z':>18}{'hc_z':>18}")
+        for name, runs in results.items():
+            cells = []
+            for key in ("spearman", "top1_z", "hc_z"):
+                v = np.array([r[path][key] for r in runs])
+                se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+                cells.append(f"{v.mean():.3f} +- {se:.3f}")
+            print(f"{name:<16}" + "".join(f"{c:>18}" for c in cells))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,49 @@ def test_mc_returns_follow_each_env_stream_by_hand() -> None:
     assert g[3] == pytest.approx(0.7) and g[5] == pytest.approx(1.0) and g[1] == 0.0
 
 
+class _ExpertAsPolicy(torch.nn.Module):
+    """Meta-World's scripted reach expert behind the policy's ``sample``: each chunk repeats
+    its action for the last observation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import envs
+
+        self.expert = envs.make_expert("reach-v3")
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device to read
+
+    def sample(self, obs: torch.Tensor, num_samples: int, generator=None) -> torch.Tensor:
+        action = torch.as_tensor(self.expert.act(obs[0, -1].numpy()))
+        return action.expand(1, num_samples, 4, action.shape[0]).clone()
+
+
+def test_return_to_go_is_the_discounted_sparse_return_and_replays_from_a_snapshot() -> None:
+    """Reach pays 1 at the success that ends the episode: an expert continuation from a
+    snapshot returns gamma^k (k its steps), the same again after a restore, and a chunk that
+    first stands still for 4 steps reaches the goal no sooner."""
+    import envs
+    from otpr.diagnose import _return_to_go
+
+    env = envs.make_single(
+        "reach-v3", 5, max_episode_steps=80, reward="sparse", terminate_on_success=True
+    )
+    obs, _ = env.reset(seed=5)
+    policy = _ExpertAsPolicy()
+    policy.expert.reset(env, np.random.default_rng(0))
+    history = deque([obs], maxlen=1)
+    chunk = policy.sample(torch.as_tensor(obs[None, None]), 1)[0, 0].numpy()
+    snap = env.snapshot()
+    first = _return_to_go(env, policy, history, chunk, 4, 0.99, torch.Generator())
+    env.restore(snap)
+    again = _return_to_go(env, policy, history, chunk, 4, 0.99, torch.Generator())
+    env.restore(snap)
+    still = _return_to_go(env, policy, history, np.zeros_like(chunk), 4, 0.99, torch.Generator())
+    assert 0 < first <= 1 and again == first
+    k = np.log(first) / np.log(0.99)
+    assert k == pytest.approx(round(k), abs=1e-6) and 0 <= round(k) < 80
+    assert still <= first * 0.99**4 + 1e-9
+
+
 def _run(tmp_path: Path, *overrides: str) -> Path:
     run = tmp_path / overrides[0].split("=")[-1]
     out = subprocess.run(
@@ -131,6 +175,26 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
         np.testing.assert_allclose(w.numpy(), arrays[guidance], rtol=1e-5, atol=1e-6)
         stats = rank_stats(arrays[guidance], arrays["oracle"])
         assert stats["spearman"] == pytest.approx(result["rank"][guidance]["spearman"])
+    # scripts/critic_ranking.py on the saved probe: the run's own critic ranks as guidance Q
+    ranking = tmp_path / "ranking.json"
+    argv = ["--checkpoint", str(run), "--probe", str(saved), "--steps", "5", "--seeds", "2"]
+    assert _critic_ranking().main([*argv, "--out", str(ranking)]) == 0
+    scored = json.loads(ranking.read_text())
+    own = scored["iql checkpoint"][0][str(saved)]
+    assert own["spearman"] == pytest.approx(result["rank"]["Q"]["spearman"])
+    assert own["top1_z"] == pytest.approx(result["rank"]["Q"]["top1_z"])
+    for name in ("iql refit", "mc", "mc recent"):
+        assert len(scored[name]) == 2 and all(
+            -1 <= r[str(saved)]["spearman"] <= 1 for r in scored[name]
+        )
+    # the return oracle at every 3rd decision (scores: discounted returns of a reward <= 1)
+    ret = tmp_path / "return.npz"
+    argv = ["--checkpoint", str(run), "--episodes", "2", "--oracle", "return", "--every", "3"]
+    assert main([*argv, "--save", str(ret), "--out", str(out_json)]) == 0
+    assert "oracle return (1 rollouts)" in capsys.readouterr().out
+    scores = np.load(ret)["oracle"]
+    assert json.loads(out_json.read_text())["decisions"] == len(scores) >= 2
+    assert np.all((scores >= 0) & (scores <= 1.0))
     # another algorithm's checkpoint has no guidance: one line, exit 2
     dppo = _run(tmp_path, "algo=dppo")
     assert main(["--checkpoint", str(dppo)]) == 2
