@@ -13,6 +13,14 @@ Two kinds of numbers:
                               candidate 2: ...                                --restore-->
                               ...                (then the policy's own sample is executed)
 
+That oracle is myopic: it scores the next T_a steps. ``--oracle return`` scores each candidate
+by the discounted task reward of executing it and then the policy until the episode ends,
+from the same snapshot (``--rollouts`` continuations averaged): a Monte-Carlo Q of the policy,
+what a critic should rank by, at the price of whole episodes per candidate (``--every N``
+probes every N-th decision only). ``--save`` keeps the probe's arrays, so that other scorers
+(``scripts/critic_ranking.py``: critics fitted otherwise on the run's replay) are ranked on
+the same candidates without the simulator.
+
 Meta-World and robosuite (Robomimic) tasks can be snapshotted (``MetaWorldEnv.snapshot``,
 ``RobomimicEnv.snapshot``; robosuite's shaped reward is its staged reach/grasp/lift/place
 reward); Kitchen and CALVIN are refused with a message.
@@ -34,6 +42,7 @@ from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
 
 PROG = "otpr-diagnose"
 GUIDANCES = ("H", "Hc", "Q", "A", "uniform")
+ORACLES = ("chunk", "return")
 SNAPSHOT_SUITES = ("metaworld", "robomimic")  # envs with snapshot() and last_shaped_reward
 
 
@@ -169,6 +178,8 @@ def probe(
     candidates without the simulator (``otpr-diagnose --save``)."""
     import envs
 
+    if oracle_kind not in ORACLES:
+        raise ValueError(f"oracle_kind must be one of {ORACLES}, got {oracle_kind!r}")
     ckpt, cfg, algo = load_otpr(checkpoint)
     if envs.suite_of(cfg.task.name) not in SNAPSHOT_SUITES:
         raise UsageError(
@@ -327,7 +338,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--seed", type=int, default=300_000, help="first episode seed")
     parser.add_argument(
         "--oracle",
-        choices=("chunk", "return"),
+        choices=ORACLES,
         default="chunk",
         help="chunk: the shaped reward over the executed steps (default); return: the "
         "discounted task reward of the candidate and then the policy to the episode's end",
