@@ -2,8 +2,8 @@
 
 Offline, on two files: an OTPR checkpoint (its replay, stored with its training state) and the
 probe that ``otpr-diagnose --save`` wrote from it (the states its policy reaches, L candidates
-each, every candidate scored by the task's shaped reward over its executed steps from one
-simulator snapshot). Each scorer ranks the saved candidates; the numbers are those of
+each, every candidate scored from one simulator snapshot by the shaped reward of its executed
+steps, or with ``--oracle return`` by the return it leads to). Each scorer ranks the saved candidates; the numbers are those of
 ``otpr-diagnose`` (within-state rank correlation with the oracle; the oracle z of the top
 candidate and of one resampled by the Hc plan of that scorer's Q)::
 
