@@ -3,9 +3,10 @@
 Offline, on two files: an OTPR checkpoint (its replay, stored with its training state) and the
 probe that ``otpr-diagnose --save`` wrote from it (the states its policy reaches, L candidates
 each, every candidate scored from one simulator snapshot by the shaped reward of its executed
-steps, or with ``--oracle return`` by the return it leads to). Each scorer ranks the saved candidates; the numbers are those of
-``otpr-diagnose`` (within-state rank correlation with the oracle; the oracle z of the top
-candidate and of one resampled by the Hc plan of that scorer's Q)::
+steps, or with ``--oracle return`` by the return it leads to). Each scorer ranks the saved
+candidates; the numbers are those of ``otpr-diagnose`` (within-state rank correlation with the
+oracle; the oracle z of the top candidate and of one resampled by the Hc plan of that
+scorer's Q)::
 
     iql checkpoint   the run's own IQL target Q: what the guidance Hc ranked with
     iql refit        a fresh IQL critic with the run's settings, fitted on the final replay
