@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="fits per fitted scorer")
     p.add_argument("--out", help="also write the numbers to this json file")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
     ckpt, cfg, algo = load_otpr(args.checkpoint)
     probes = {path: np.load(path) for path in args.probe}
     data = load_replay(ckpt)
