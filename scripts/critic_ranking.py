@@ -32,6 +32,7 @@ import torch
 
 from critics.iql import IQLCritic
 from critics.twin_q import TwinQ
+from otpr.checkpoint import load_training_state
 from otpr.diagnose import load_otpr, rank_stats
 from otpr.sampler import conditional_plan
 
@@ -69,14 +70,13 @@ def mc_returns(
 def load_replay(ckpt: Path) -> dict[str, np.ndarray]:
     """The replay a checkpoint stored, in insertion order (refused once the ring has wrapped:
     the streams of :func:`mc_returns` would no longer line up)."""
-    path = ckpt / "training_state" / "replay.npz"
-    if not path.is_file():
-        raise SystemExit(f"critic_ranking: {path}: no replay stored with this checkpoint")
-    z = np.load(path)
-    size, total = int(z["size"]), int(z["total_added"])
+    replay = load_training_state(ckpt)["replay"]
+    if replay is None:
+        raise SystemExit(f"critic_ranking: {ckpt}: no replay stored with this checkpoint")
+    size, total = replay["size"], replay["total_added"]
     if total != size:
-        raise SystemExit(f"critic_ranking: {path}: the replay wrapped ({total} added, {size} kept)")
-    return {k: z[f"arr/{k}"][:size] for k in REPLAY_KEYS}
+        raise SystemExit(f"critic_ranking: {ckpt}: the replay wrapped ({total} added, {size} kept)")
+    return {k: replay["arrays"][k][:size] for k in REPLAY_KEYS}
 
 
 def fit_mc(algo, data: dict[str, np.ndarray], returns: np.ndarray, steps: int, seed: int):
