@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from critics.iql import IQLCritic
 from critics.twin_q import TwinQ
+from otpr.algos.otpr import candidate_q, make_iql_critic
 from otpr.checkpoint import load_training_state
 from otpr.diagnose import load_otpr, rank_stats
 from otpr.sampler import conditional_plan
@@ -102,15 +102,7 @@ def fit_iql(algo, data: dict[str, np.ndarray], steps: int, seed: int):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     a = algo.cfg.algo
-    critic = IQLCritic(
-        algo.state_dim,
-        algo.exec_dim,
-        hidden=tuple(a.critic_hidden),
-        expectile=a.expectile,
-        gamma=algo.cfg.task.gamma,
-        polyak=a.polyak,
-        lr=a.critic_lr,
-    )
+    critic = make_iql_critic(algo.cfg, algo.state_dim, algo.exec_dim)
     n = len(data["reward"])
     for _ in range(steps):
         idx = rng.integers(0, n, a.critic_batch_size)
@@ -122,11 +114,8 @@ def fit_iql(algo, data: dict[str, np.ndarray], steps: int, seed: int):
 def score(algo, scorer, obs: np.ndarray, candidates: np.ndarray, oracle: np.ndarray) -> dict:
     """rank_stats of a scorer's Q over the saved candidates (spearman and top-1 from Q itself,
     the resampled z from the Hc plan of that Q with the run's lam)."""
-    d, num = candidates.shape[:2]
     s = algo.state(torch.as_tensor(obs))
-    s = s[:, None].expand(d, num, s.shape[-1]).reshape(d * num, -1)
-    x = algo.executed(torch.as_tensor(candidates)).reshape(d * num, -1)
-    q = scorer(s, x).reshape(d, num)
+    q = candidate_q(scorer, s, algo.executed(torch.as_tensor(candidates)))
     by_q = rank_stats(q.numpy(), oracle)
     by_plan = rank_stats(conditional_plan(q, algo.cfg.algo.hc_lam).numpy(), oracle)
     return {"spearman": by_q["spearman"], "top1_z": by_q["top1_z"], "hc_z": by_plan["sampled_z"]}

@@ -6,6 +6,8 @@ name     method                                             module
 otpr     OTPR: IQL critic + OT potentials, H-weighted DSM   ``otpr/algos/otpr.py``
 dppo     DPPO (Ren et al. 2024): PPO through the denoising  ``otpr/algos/dppo.py``
          chain
+otpr_gae DPPO's update on executed GAE advantages plus     ``otpr/algos/otpr_gae.py``
+         OTPR's plan-weighted DSM on fresh candidates
 idql     IDQL (Hansen-Estruch et al. 2023): IQL critic,     ``otpr/algos/idql.py``
          unweighted DSM, candidates resampled by the
          expectile implicit policy
@@ -21,7 +23,7 @@ sodp     SODP (Fan et al. 2025): PPO on the denoising       ``otpr/algos/sodp.py
 bc       behaviour cloning only                             ``otpr/algos/bc.py``
 =======  =================================================  ===========================
 
-DPPO and SODP share the chain's PPO pieces (``otpr/algos/chain_ppo.py``). Add one with
+DPPO, OTPR-GAE and SODP share the chain's PPO pieces (``otpr/algos/chain_ppo.py``). Add one with
 :func:`register_algo` (see ``otpr/algos/base.py``).
 """
 
@@ -37,7 +39,7 @@ from otpr.algos.base import (
 )
 
 # the built-in algorithms register themselves on import
-from otpr.algos import bc, dppo, dql, dsrl, idql, otpr, sodp  # noqa: E402, F401  isort: skip
+from otpr.algos import bc, dppo, dql, dsrl, idql, otpr, otpr_gae, sodp  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "Algorithm",

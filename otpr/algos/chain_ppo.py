@@ -125,6 +125,23 @@ def bc_regulariser(
     return term
 
 
+def sum_of(*terms: Regulariser | None) -> Regulariser | None:
+    """The regulariser adding up ``terms`` (and their metrics); None where none is given."""
+    active = [t for t in terms if t is not None]
+    if len(active) <= 1:
+        return active[0] if active else None
+
+    def term(b: Tensor, k: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, dict[str, float]]:
+        total, info = None, {}
+        for t in active:
+            x, i = t(b, k, mean, std)
+            total = x if total is None else total + x
+            info.update(i)
+        return total, info
+
+    return term
+
+
 @dataclass
 class ChainBatch:
     """A rollout's chains as PPO updates on them: B decisions of K steps."""

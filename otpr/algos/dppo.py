@@ -44,9 +44,11 @@ from envs.base import TaskSpec
 from otpr.algos.base import Algorithm, Step, register_algo
 from otpr.algos.chain_ppo import (
     ChainBatch,
+    Regulariser,
     bc_regulariser,
     clip_schedule,
     record_chain,
+    sum_of,
     update_chain_policy,
 )
 from otpr.buffer import TrainingData
@@ -211,11 +213,15 @@ class DPPO(Algorithm):
         return {**out, "perf/time_actor_s": time.perf_counter() - tic}
 
     def update_rollout(
-        self, train_actor: bool, bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None
+        self,
+        train_actor: bool,
+        bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
+        regulariser: Regulariser | None = None,
     ) -> dict[str, float]:
         """Advantages of the recorded rollout, then ``epochs`` passes of V and (when
         ``train_actor``) policy minibatch steps; clears the rollout. ``bc_batch`` draws the raw
-        (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.bc_coef`` > 0."""
+        (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.bc_coef`` > 0;
+        ``regulariser`` is a further term added to every policy step (``algo=otpr_gae``'s)."""
         a = self.cfg.algo
         policy = self.policy
         if a.bc_coef > 0 and bc_batch is None:
@@ -257,7 +263,10 @@ class DPPO(Algorithm):
             self.act_steps,
             a,
             self.ppo_generator,
-            regulariser=bc_regulariser(policy, bc_batch, a.bc_coef) if a.bc_coef > 0 else None,
+            regulariser=sum_of(
+                bc_regulariser(policy, bc_batch, a.bc_coef) if a.bc_coef > 0 else None,
+                regulariser,
+            ),
             before_step=lambda b: self.value.update(states[b], ret[b]),
             after_step=self.after_policy_step,
             train_actor=train_actor,

@@ -230,23 +230,48 @@ def compute_actor_loss(
     )
 
 
+def make_iql_critic(cfg: Config, state_dim: int, exec_dim: int) -> IQLCritic:
+    """The IQL critic of ``cfg.algo``'s critic keys (``critic_hidden``, ``expectile``,
+    ``polyak``, ``critic_lr``) on the normalised flat state and executed action."""
+    a = cfg.algo
+    return IQLCritic(
+        state_dim,
+        exec_dim,
+        hidden=tuple(a.critic_hidden),
+        expectile=a.expectile,
+        gamma=cfg.task.gamma,
+        polyak=a.polyak,
+        lr=a.critic_lr,
+        device=cfg.device,
+    )
+
+
+def candidate_q(q_fn: Callable[[Tensor, Tensor], Tensor], states: Tensor, acts: Tensor) -> Tensor:
+    """``q_fn`` (e.g. a critic's min target Q, elementwise over flat pairs) of each state's
+    candidates: states [B, S], acts [B, L, E] -> [B, L]."""
+    batch, num = acts.shape[:2]
+    flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
+    return q_fn(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
+
+
+@torch.no_grad()
+def in_support(policy: DiffusionPolicy, obs: Tensor, bound: float) -> Tensor:
+    """1 where every normalised observation dim of a state [B, T_o, D] lies within ``bound``
+    (the pretraining data span [-1, 1]), else 0; all ones if ``bound`` is 0."""
+    if bound <= 0:
+        return torch.ones(obs.shape[0], device=obs.device)
+    inside = policy.normalizer.normalize_obs(obs).abs() <= bound
+    return inside.flatten(1).all(dim=1).float()
+
+
 @register_algo("otpr", OTPRConfig)
 class OTPR(Algorithm):
     """Policy + IQL critic + OT potentials, with the update steps of OTPR's Algorithm 1."""
 
     def __init__(self, cfg: Config, spec: TaskSpec) -> None:
         super().__init__(cfg, spec)
-        a, o = cfg.algo, cfg.ot
-        self.critic = IQLCritic(
-            self.state_dim,
-            self.exec_dim,
-            hidden=tuple(a.critic_hidden),
-            expectile=a.expectile,
-            gamma=cfg.task.gamma,
-            polyak=a.polyak,
-            lr=a.critic_lr,
-            device=cfg.device,
-        )
+        o = cfg.ot
+        self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
         self.potentials = NeuralPotentials(
             self.state_dim,
             self.exec_dim,
@@ -292,8 +317,7 @@ class OTPR(Algorithm):
             return torch.ones(batch, num, device=acts.device)
         if guidance == "H":
             return self.potentials.compatibility(states, acts, self.cost_fn)
-        flat_s = states[:, None, :].expand(batch, num, states.shape[-1]).reshape(batch * num, -1)
-        q = self.critic.target_q(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
+        q = candidate_q(self.critic.target_q, states, acts)
         if guidance in ("Hc", "Q"):
             # over each state's candidates; paired samples (L = 1) over the batch, as one row
             rows = q if num > 1 else q.T
@@ -391,11 +415,7 @@ class OTPR(Algorithm):
         DSM loss on its own samples at such states is ~200x the in-span loss, docs/results.md),
         so those few pairs would dominate every actor step and unlearn the in-span behaviour.
         """
-        bound = self.cfg.algo.actor_obs_bound
-        if bound <= 0:
-            return torch.ones(obs.shape[0], device=obs.device)
-        inside = self.policy.normalizer.normalize_obs(obs).abs() <= bound
-        return inside.flatten(1).all(dim=1).float()
+        return in_support(self.policy, obs, self.cfg.algo.actor_obs_bound)
 
     def update_actor(
         self, obs: Tensor, actions: Tensor, weights: Tensor | None = None, num_demo: int = 0

@@ -154,8 +154,11 @@ def test_each_algorithm_config_takes_only_its_own_keys() -> None:
 
     assert compose_cfg("algo=dppo", "algo.bc_coef=0.5").algo.bc_coef == 0.5
     assert compose_cfg("algo.guidance=Q").algo.guidance == "Q"
+    gae = compose_cfg("algo=otpr_gae", "algo.ot_coef=0.5")
+    assert gae.algo.ot_coef == 0.5 and gae.algo.clip == 0.01 and gae.policy.min_std == 0.1
     for overrides in (
         ("algo=dppo", "algo.guidance=Q"),
+        ("algo=otpr_gae", "algo.actor_update=ppo"),
         ("algo.epochs=3",),
         ("algo=bc", "algo.epochs=3"),
     ):
@@ -166,7 +169,7 @@ def test_each_algorithm_config_takes_only_its_own_keys() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["otpr", "dppo", "idql", "dql", "dsrl", "sodp", "bc"])
+@pytest.mark.parametrize("name", ["otpr", "otpr_gae", "dppo", "idql", "dql", "dsrl", "sodp", "bc"])
 def test_every_registered_algorithm_runs_from_the_command_line(tmp_path: Path, name: str) -> None:
     """``otpr algo=<name> debug=true``: a summary, and a checkpoint with exactly the modules
     of the algorithm (no untrained critic in a DPPO checkpoint)."""
@@ -185,6 +188,7 @@ def test_every_registered_algorithm_runs_from_the_command_line(tmp_path: Path, n
     expected = {
         "otpr": ["critic", "policy", "potentials"],
         "dppo": ["policy", "value"],
+        "otpr_gae": ["critic", "policy", "value"],
         "idql": ["critic", "policy"],
         "dql": ["critic", "policy", "policy_ema"],
         "dsrl": ["noise_actor", "noise_critic", "policy", "temperature"],

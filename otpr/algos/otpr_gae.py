@@ -1,0 +1,179 @@
+"""OTPR on executed advantages: ``algo=otpr_gae``.
+
+DPPO's update (``otpr/algos/dppo.py``: PPO through the denoising chain, one GAE advantage per
+executed decision from V(s) fitted to the rollout's returns) plus OTPR's guidance as a second
+term of every policy step. The two signals divide the work:
+
+- the executed advantage credits what the policy did, from the returns it earned: unbiased,
+  noisy per decision, averaged over the rollout by the policy gradient;
+- the OT plan ranks what the policy *could* do at a state: ``ot_states`` states of the
+  iteration's rollout, ``num_samples`` fresh candidates of the trained network each, weighted by
+  the L2-regularised plan between the state and its candidates with the action marginal
+  relaxed (guidance Hc, ``otpr.sampler.conditional_plan``; cost -min target Q of an IQL critic
+  trained on the replay, lam ``hc_lam`` in units of the within-state spread of Q): weights of
+  mean 1 per state, exactly 0 for the candidates the critic ranks low. The term is ``ot_coef``
+  times the DSM loss of those candidates under these weights (it pulls towards the kept ones and
+  never pushes), on ``ot_batch_size`` of them per policy step; states outside the data's span
+  (``actor_obs_bound``) get weight 0, as in ``algo=otpr``.
+
+Why both. On Meta-World reach the critic ranks a state's candidates (rank correlation with a
+shaped-reward oracle 0.13-0.24) and the plan alone lifts the policy; on Can it barely does
+(0.07-0.14, and a state's candidates lead to returns 10x closer to each other than states do),
+and there only the executed advantage lifts it (docs/results.md, "OTPR on Can").
+``ot_coef=0`` is DPPO exactly (the candidates are then never drawn).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from envs.base import TaskSpec
+from otpr.algos.base import register_algo
+from otpr.algos.chain_ppo import Regulariser
+from otpr.algos.dppo import DPPO, DPPOConfig
+from otpr.algos.otpr import candidate_q, in_support, make_iql_critic
+from otpr.buffer import TrainingData
+from otpr.config import Config, _check
+from otpr.diagnose import actor_weight_stats, weight_spread
+from otpr.sampler import conditional_plan
+
+
+@dataclass
+class OTPRGAEConfig(DPPOConfig):
+    """DPPO's settings plus the OT-guided term's and its IQL critic's."""
+
+    name: str = "otpr_gae"
+    """otpr_gae."""
+    ot_coef: float = 1.0
+    """Weight of the plan-weighted DSM term on the policy's own candidates (0: DPPO)."""
+    ot_states: int = 256
+    """Rollout states per iteration whose candidates the plan weighs."""
+    num_samples: int = 8
+    """L: fresh candidates per state."""
+    hc_lam: float = 2.0
+    """The plan's L2 regulariser in units of the within-state std of Q (algo=otpr's)."""
+    ot_batch_size: int = 256
+    """Candidates per policy step in the term."""
+    actor_obs_bound: float = 1.5
+    """Candidates of states whose normalised observation leaves +-bound get weight 0 (0: off)."""
+    critic_updates_per_iter: int = 200
+    """IQL gradient steps per iteration (on the replay, from the first iteration)."""
+    critic_batch_size: int = 256
+    """IQL batch size."""
+    critic_lr: float = 3e-4
+    """IQL learning rate."""
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """Q and V MLP widths."""
+    expectile: float = 0.7
+    """IQL expectile tau."""
+    polyak: float = 0.005
+    """Target-Q Polyak rate."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.ot_coef >= 0, "algo.ot_coef", "must be >= 0 (0: DPPO)")
+        for key in ("ot_states", "ot_batch_size", "critic_batch_size"):
+            _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
+        _check(self.num_samples >= 2, "algo.num_samples", "must be >= 2 (the plan ranks them)")
+        _check(self.hc_lam > 0, "algo.hc_lam", "must be > 0")
+        _check(self.actor_obs_bound >= 0, "algo.actor_obs_bound", "must be >= 0 (0: no bound)")
+        _check(self.critic_updates_per_iter >= 0, "algo.critic_updates_per_iter", "must be >= 0")
+        _check(self.critic_lr > 0, "algo.critic_lr", "must be > 0")
+        _check(0.5 <= self.expectile < 1.0, "algo.expectile", "must be in [0.5, 1)")
+        _check(0.0 < self.polyak <= 1.0, "algo.polyak", "must be in (0, 1]")
+
+    def shrink_for_debug(self) -> None:
+        self.critic_updates_per_iter = min(self.critic_updates_per_iter, 5)
+        self.critic_batch_size = min(self.critic_batch_size, 64)
+        self.ot_states = min(self.ot_states, 16)
+        self.ot_batch_size = min(self.ot_batch_size, 64)
+
+    def describe(self, cfg: Config) -> dict[str, Any]:
+        return {"guidance": "Hc", "ot_coef": self.ot_coef}
+
+
+@register_algo("otpr_gae", OTPRGAEConfig)
+class OTPRGAE(DPPO):
+    """DPPO's rollout, advantages and V, with an IQL critic and the plan-weighted term."""
+
+    def __init__(self, cfg: Config, spec: TaskSpec) -> None:
+        super().__init__(cfg, spec)
+        self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
+        self.ot_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the term's draws
+
+    @torch.no_grad()
+    def plan_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``num_samples`` fresh candidates of the trained network per state (obs [n, T_o, D])
+        and their plan weights: flat (obs [n L, T_o, D], chunks [n L, H, A], weights [n L]),
+        mean 1 over a state's candidates, 0 for a state outside the data's span."""
+        a = self.cfg.algo
+        n, num = obs.shape[0], a.num_samples
+        cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
+        q = candidate_q(self.critic.target_q, self.state(obs), self.executed(cand))
+        w = conditional_plan(q, a.hc_lam)
+        w = w * in_support(self.policy, obs, a.actor_obs_bound)[:, None]
+        flat = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
+        return flat, cand.reshape(n * num, *cand.shape[2:]), w.reshape(-1)
+
+    def plan_regulariser(self, obs: Tensor, chunks: Tensor, weights: Tensor) -> Regulariser:
+        """``ot_coef`` times the plan-weighted DSM loss of ``ot_batch_size`` of the targets,
+        a fresh draw per policy step (logs ``ppo/ot_loss`` before the weight)."""
+        a = self.cfg.algo
+        policy, gen = self.policy, self.ot_generator
+
+        def term(b: Tensor, k: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, dict]:
+            idx = torch.randint(0, len(obs), (a.ot_batch_size,), generator=gen)
+            idx = idx.to(obs.device)
+            loss, _ = policy.compute_dsm_loss(
+                obs[idx], chunks[idx], weights[idx], "batch_mean", generator=gen, weight_clip=10.0
+            )
+            return a.ot_coef * loss, {"ppo/ot_loss": float(loss.detach())}
+
+        return term
+
+    def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
+        """IQL on the replay, the plan's targets at the rollout's states, then DPPO's update
+        of V and (after the warm-up) the policy with the term added to every step."""
+        a = self.cfg.algo
+        metrics: dict[str, float] = {}
+        tic = time.perf_counter()
+        for _ in range(a.critic_updates_per_iter):
+            metrics.update(self.critic.update(self.transitions(data.batch(a.critic_batch_size))))
+        metrics["perf/time_critic_s"] = time.perf_counter() - tic
+        train_actor = iteration >= a.warmup_iterations
+        regulariser = None
+        if train_actor and a.ot_coef > 0 and self._rows["obs"]:
+            states = torch.cat(self._rows["obs"])
+            pick = torch.randperm(len(states), generator=self.ot_generator)[: a.ot_states]
+            obs, chunks, w = self.plan_targets(states[pick.to(states.device)])
+            regulariser = self.plan_regulariser(obs, chunks, w)
+            spread = weight_spread(w.view(-1, a.num_samples))
+            metrics["guidance/all_zero_frac"] = spread["all_zero_frac"]
+            metrics["guidance/within_share"] = spread["within_share"]
+            metrics["actor/ess_frac"] = actor_weight_stats(w, 0)["ess_frac"]
+        tic = time.perf_counter()
+        out = self.update_rollout(
+            train_actor=train_actor,
+            bc_batch=lambda: data.demo_batch(a.bc_batch_size),
+            regulariser=regulariser,
+        )
+        return {**metrics, **out, "perf/time_actor_s": time.perf_counter() - tic}
+
+    # ------------------------------------------------------------------ checkpoints
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {**super().modules(), "critic": self.critic}
+
+    def optimizers(self) -> dict[str, Any]:
+        return {
+            **super().optimizers(),
+            "critic_q": self.critic.q_optimizer,
+            "critic_v": self.critic.v_optimizer,
+        }
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {**super().generators(), "ot": self.ot_generator}

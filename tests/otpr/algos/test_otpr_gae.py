@@ -1,0 +1,131 @@
+"""OTPR on executed advantages (otpr/algos/otpr_gae.py): DPPO's update plus the plan-weighted
+DSM term on the policy's own candidates. With the term off it is DPPO bit for bit; on its own the
+term pulls the policy towards the candidates the critic ranks high."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from envs.base import TaskSpec
+from otpr.algos import Step
+from otpr.algos.dppo import DPPO
+from otpr.algos.otpr_gae import OTPRGAE
+from otpr.buffer import ReplayBuffer, TrainingData
+from otpr.config import ConfigError, from_dict
+
+warnings.filterwarnings("ignore")
+
+BANDIT = TaskSpec(name="bandit", suite="test", obs_dim=1, action_dim=1, max_episode_steps=1)
+
+
+def _config(name: str, **algo):
+    return from_dict(
+        {
+            "task": {"name": "reach-v3", "horizon": 1, "act_steps": 1, "obs_history": 1},
+            "algo": {"name": name, "actor_lr": 3e-3, "minibatch_size": 64, "epochs": 2, **algo},
+            "policy": {"min_std": 0.1, "hidden": [32, 32, 32], "num_steps": 4, "eta": 1.0},
+        }
+    )
+
+
+def _agent(cls, name: str, **algo):
+    torch.manual_seed(0)
+    agent = cls(_config(name, **algo), BANDIT)
+    agent.policy.normalizer.fit(
+        torch.tensor([[[-1.0]], [[1.0]]]), torch.tensor([[[-1.0]], [[1.0]]])
+    )
+    return agent
+
+
+def _data(seed: int) -> TrainingData:
+    """A replay of 64 uniform actions whose reward is the action, demos alike."""
+    rng = np.random.default_rng(seed)
+    obs = np.zeros((64, 1, 1), np.float32)
+    act = rng.uniform(-1, 1, (64, 1, 1)).astype(np.float32)
+    ones = np.ones(64, np.float32)
+    buf = ReplayBuffer(1000, (1, 1), (1, 1))
+    buf.add(obs=obs, actions=act, reward=act[:, 0, 0], discount=ones, next_obs=obs,
+            terminated=ones)  # fmt: skip
+    return TrainingData(buf, obs, act, rng)
+
+
+def _rollout(agent, obs: np.ndarray, reward_is_action: bool = True) -> None:
+    """One decision per env, the episode ending there."""
+    actions, _ = agent.act(obs, explore=True)
+    reward = actions[:, 0, 0] if reward_is_action else np.zeros(len(obs), np.float32)
+    ones = np.ones(len(obs), np.float32)
+    agent.observe(Step(obs, actions, reward, ones, ones, ones, obs))
+
+
+def test_ot_coef_zero_is_dppo_bit_for_bit() -> None:
+    """algo.ot_coef=0: the critic learns, but the policy and V follow DPPO's exactly; with the
+    term on (same rollouts' seeds) the policy ends elsewhere."""
+    obs = np.zeros((32, 1, 1), np.float32)
+    dppo = _agent(DPPO, "dppo")
+    agents = {c: _agent(OTPRGAE, "otpr_gae", ot_coef=c, critic_updates_per_iter=5) for c in (0, 1)}
+    for it in range(3):
+        for agent in (dppo, *agents.values()):
+            _rollout(agent, obs)
+        dppo.update(_data(it), iteration=5)
+        info = {c: a.update(_data(it), iteration=5) for c, a in agents.items()}
+    assert "ppo/ot_loss" not in info[0] and info[1]["ppo/ot_loss"] > 0
+    assert "critic/q_loss" in info[0] or any(k.startswith("critic/") for k in info[0])
+    for name in ("policy", "value"):
+        ref = dppo.modules()[name].state_dict()
+        for key, value in agents[0].modules()[name].state_dict().items():
+            assert torch.equal(value, ref[key]), (name, key)
+    moved = agents[1].policy.state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in dppo.policy.state_dict().items())
+
+
+def test_the_plan_term_pulls_towards_the_candidates_the_critic_ranks_high() -> None:
+    """Reward 0 and V = 0 make every advantage 0, so only the term moves the policy. With a
+    critic whose Q rises with the action, the plan gives each state's candidates weights of mean
+    1 that rise with Q, the lowest exactly 0, and the policy's chunks move up."""
+    agent = _agent(OTPRGAE, "otpr_gae", critic_updates_per_iter=0, norm_advantages=False)
+    agent.critic.target_q = lambda s, a: a.sum(dim=-1)  # Q(s, a) = a
+    for p in agent.value.parameters():
+        p.data.zero_()
+    obs = np.zeros((64, 1, 1), np.float32)
+    obs_t, gen = torch.as_tensor(obs), torch.Generator().manual_seed(1)
+    before = float(agent.policy.sample(obs_t, generator=gen).mean())
+
+    t_obs, chunks, w = agent.plan_targets(obs_t[:16])
+    w, q = w.view(16, -1), chunks.view(16, -1)
+    assert torch.allclose(w.mean(dim=1), torch.ones(16), atol=1e-5)
+    order = q.argsort(dim=1)
+    ranked = w.gather(1, order)
+    assert torch.all(ranked[:, 0] == 0)  # the lowest-Q candidate of every state is dropped
+    assert torch.all(ranked[:, 1:] >= ranked[:, :-1] - 1e-6)  # weight rises with Q
+    assert t_obs.shape == (16 * agent.cfg.algo.num_samples, 1, 1)
+
+    data = _data(0)
+    for _ in range(8):
+        _rollout(agent, obs, reward_is_action=False)
+        info = agent.update(data, iteration=5)
+    after = float(agent.policy.sample(obs_t, generator=gen).mean())
+    assert info["ppo/ot_loss"] > 0 and info["guidance/all_zero_frac"] == 0
+    assert after > before + 0.2, (before, after)
+
+
+def test_the_plan_ignores_states_outside_the_data_span() -> None:
+    """actor_obs_bound: candidates of a state beyond it weigh 0 (algo=otpr's rule)."""
+    agent = _agent(OTPRGAE, "otpr_gae")
+    agent.critic.target_q = lambda s, a: a.sum(dim=-1)
+    obs = torch.tensor([[[0.0]], [[5.0]]])
+    _, _, w = agent.plan_targets(obs)
+    w = w.view(2, -1)
+    assert float(w[0].sum()) > 0 and float(w[1].abs().sum()) == 0
+
+
+def test_otpr_gae_config_is_its_own() -> None:
+    with pytest.raises(ConfigError, match="algo.ot_coef"):
+        _config("otpr_gae", ot_coef=-1.0)
+    with pytest.raises(ConfigError, match="algo.num_samples"):
+        _config("otpr_gae", num_samples=1)
+    with pytest.raises(ConfigError, match="policy.min_std"):
+        from_dict({"task": {"name": "can"}, "algo": {"name": "otpr_gae"}})
