@@ -38,7 +38,7 @@ from otpr.algos.chain_ppo import Regulariser
 from otpr.algos.dppo import DPPO, DPPOConfig
 from otpr.algos.otpr import candidate_q, in_support, make_iql_critic
 from otpr.buffer import TrainingData
-from otpr.config import Config, _check
+from otpr.config import Config, _check, _one_of
 from otpr.diagnose import actor_weight_stats, weight_spread
 from otpr.sampler import conditional_plan
 
@@ -59,6 +59,12 @@ class OTPRGAEConfig(DPPOConfig):
     """The plan's L2 regulariser in units of the within-state std of Q (algo=otpr's)."""
     ot_batch_size: int = 256
     """Candidates per policy step in the term."""
+    ot_weights: str = "pull"
+    """pull: the DSM loss weighted by the plan (normalised over the batch): it pulls towards the
+    kept candidates and, as any fit of the policy's own samples, narrows it. centred: weights
+    minus 1 (0 for a state outside the span), so that a state's candidates' weights sum to 0:
+    it pulls towards the kept candidates and pushes from the dropped ones as much, and a critic
+    that ranks nothing (equal weights) moves nothing."""
     actor_obs_bound: float = 1.5
     """Candidates of states whose normalised observation leaves +-bound get weight 0 (0: off)."""
     critic_updates_per_iter: int = 200
@@ -77,6 +83,7 @@ class OTPRGAEConfig(DPPOConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.ot_coef >= 0, "algo.ot_coef", "must be >= 0 (0: DPPO)")
+        _one_of(self.ot_weights, "algo.ot_weights", ("pull", "centred"))
         for key in ("ot_states", "ot_batch_size", "critic_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         _check(self.num_samples >= 2, "algo.num_samples", "must be >= 2 (the plan ranks them)")
@@ -94,7 +101,7 @@ class OTPRGAEConfig(DPPOConfig):
         self.ot_batch_size = min(self.ot_batch_size, 64)
 
     def describe(self, cfg: Config) -> dict[str, Any]:
-        return {"guidance": "Hc", "ot_coef": self.ot_coef}
+        return {"guidance": "Hc", "ot_coef": self.ot_coef, "ot_weights": self.ot_weights}
 
 
 @register_algo("otpr_gae", OTPRGAEConfig)
@@ -122,16 +129,31 @@ class OTPRGAE(DPPO):
 
     def plan_regulariser(self, obs: Tensor, chunks: Tensor, weights: Tensor) -> Regulariser:
         """``ot_coef`` times the plan-weighted DSM loss of ``ot_batch_size`` of the targets,
-        a fresh draw per policy step (logs ``ppo/ot_loss`` before the weight)."""
+        a fresh draw per policy step (logs ``ppo/ot_loss`` before the weight). ``weights`` are
+        :meth:`plan_targets`'; with ``ot_weights=centred`` each is used minus 1 (and 0 outside
+        the span), the loss the batch mean of weight x per-sample DSM loss."""
         a = self.cfg.algo
         policy, gen = self.policy, self.ot_generator
+        if a.ot_weights == "centred":
+            rows = weights.view(-1, a.num_samples)
+            kept = rows.sum(dim=1, keepdim=True) > 0  # a state inside the span
+            weights = torch.where(kept, rows - 1.0, 0.0).reshape(-1)
 
         def term(b: Tensor, k: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, dict]:
             idx = torch.randint(0, len(obs), (a.ot_batch_size,), generator=gen)
             idx = idx.to(obs.device)
-            loss, _ = policy.compute_dsm_loss(
-                obs[idx], chunks[idx], weights[idx], "batch_mean", generator=gen, weight_clip=10.0
-            )
+            if a.ot_weights == "centred":
+                per_sample = policy.per_sample_dsm_loss(obs[idx], chunks[idx], generator=gen)
+                loss = (weights[idx] * per_sample).mean()
+            else:
+                loss, _ = policy.compute_dsm_loss(
+                    obs[idx],
+                    chunks[idx],
+                    weights[idx],
+                    "batch_mean",
+                    generator=gen,
+                    weight_clip=10.0,
+                )
             return a.ot_coef * loss, {"ppo/ot_loss": float(loss.detach())}
 
         return term

@@ -112,6 +112,39 @@ def test_the_plan_term_pulls_towards_the_candidates_the_critic_ranks_high() -> N
     assert after > before + 0.2, (before, after)
 
 
+def _term_only(ot_weights: str, q_fn) -> tuple[float, float, bool]:
+    """Mean chunk before and after 6 updates in which only the term can move the policy
+    (reward 0, V = 0), under the critic ``q_fn``; and whether any weight changed."""
+    agent = _agent(
+        OTPRGAE, "otpr_gae", critic_updates_per_iter=0, norm_advantages=False, ot_weights=ot_weights
+    )
+    agent.critic.target_q = q_fn
+    for p in agent.value.parameters():
+        p.data.zero_()
+    start = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    obs = np.zeros((64, 1, 1), np.float32)
+    obs_t = torch.as_tensor(obs)
+    before = float(agent.policy.sample(obs_t, generator=torch.Generator().manual_seed(1)).mean())
+    for _ in range(6):
+        _rollout(agent, obs, reward_is_action=False)
+        agent.update(_data(0), iteration=5)
+    after = float(agent.policy.sample(obs_t, generator=torch.Generator().manual_seed(1)).mean())
+    moved = any(not torch.equal(start[k], v) for k, v in agent.policy.state_dict().items())
+    return before, after, moved
+
+
+def test_centred_weights_move_nothing_without_a_ranking_and_follow_one() -> None:
+    """ot_weights=centred: a critic that ranks nothing (Q constant: every weight 1) leaves the
+    policy exactly as it was, where the pull term still fits the policy's own samples; a critic
+    whose Q rises with the action moves the chunks up."""
+    flat = lambda s, a: torch.zeros(a.shape[0])  # noqa: E731
+    rising = lambda s, a: a.sum(dim=-1)  # noqa: E731
+    assert _term_only("centred", flat)[2] is False
+    assert _term_only("pull", flat)[2] is True
+    before, after, _ = _term_only("centred", rising)
+    assert after > before + 0.2, (before, after)
+
+
 def test_the_plan_ignores_states_outside_the_data_span() -> None:
     """actor_obs_bound: candidates of a state beyond it weigh 0 (algo=otpr's rule)."""
     agent = _agent(OTPRGAE, "otpr_gae")
@@ -125,6 +158,8 @@ def test_the_plan_ignores_states_outside_the_data_span() -> None:
 def test_otpr_gae_config_is_its_own() -> None:
     with pytest.raises(ConfigError, match="algo.ot_coef"):
         _config("otpr_gae", ot_coef=-1.0)
+    with pytest.raises(ConfigError, match="algo.ot_weights"):
+        _config("otpr_gae", ot_weights="push")
     with pytest.raises(ConfigError, match="algo.num_samples"):
         _config("otpr_gae", num_samples=1)
     with pytest.raises(ConfigError, match="policy.min_std"):
