@@ -59,6 +59,9 @@ class OTPRGAEConfig(DPPOConfig):
     """The plan's L2 regulariser in units of the within-state std of Q (algo=otpr's)."""
     ot_batch_size: int = 256
     """Candidates per policy step in the term."""
+    ot_min_std: float = 0.1
+    """Floor of every denoising step's std while the term's candidates are drawn (0: none,
+    the sampler's own noise; DPPO's collection floor is ``policy.min_std``, 0.1)."""
     ot_weights: str = "pull"
     """pull: the DSM loss weighted by the plan (normalised over the batch): it pulls towards the
     kept candidates and, as any fit of the policy's own samples, narrows it. centred: weights
@@ -84,6 +87,7 @@ class OTPRGAEConfig(DPPOConfig):
         super().__post_init__()
         _check(self.ot_coef >= 0, "algo.ot_coef", "must be >= 0 (0: DPPO)")
         _one_of(self.ot_weights, "algo.ot_weights", ("pull", "centred"))
+        _check(self.ot_min_std >= 0, "algo.ot_min_std", "must be >= 0 (0: no floor)")
         for key in ("ot_states", "ot_batch_size", "critic_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
         _check(self.num_samples >= 2, "algo.num_samples", "must be >= 2 (the plan ranks them)")
@@ -115,12 +119,17 @@ class OTPRGAE(DPPO):
 
     @torch.no_grad()
     def plan_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``num_samples`` fresh candidates of the trained network per state (obs [n, T_o, D])
-        and their plan weights: flat (obs [n L, T_o, D], chunks [n L, H, A], weights [n L]),
-        mean 1 over a state's candidates, 0 for a state outside the data's span."""
+        """``num_samples`` fresh candidates of the trained network per state (obs [n, T_o, D]),
+        drawn with every step's std floored at ``ot_min_std``, and their plan weights: flat
+        (obs [n L, T_o, D], chunks [n L, H, A], weights [n L]), mean 1 over a state's
+        candidates, 0 for a state outside the data's span."""
         a = self.cfg.algo
         n, num = obs.shape[0], a.num_samples
-        cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
+        saved, self.policy.min_std = self.policy.min_std, a.ot_min_std
+        try:
+            cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
+        finally:
+            self.policy.min_std = saved
         q = candidate_q(self.critic.target_q, self.state(obs), self.executed(cand))
         w = conditional_plan(q, a.hc_lam)
         w = w * in_support(self.policy, obs, a.actor_obs_bound)[:, None]

@@ -145,6 +145,30 @@ def test_centred_weights_move_nothing_without_a_ranking_and_follow_one() -> None
     assert after > before + 0.2, (before, after)
 
 
+def test_candidates_are_drawn_with_the_terms_own_floor() -> None:
+    """algo.ot_min_std is the std floor while the candidates are drawn; the policy's own floor
+    (collection's) is back afterwards, also when the draw fails."""
+    agent = _agent(OTPRGAE, "otpr_gae", ot_min_std=0.0)
+    agent.critic.target_q = lambda s, a: a.sum(dim=-1)
+    sample, seen = agent.policy.sample, []
+
+    def recording(*args, **kwargs):
+        seen.append(agent.policy.min_std)
+        return sample(*args, **kwargs)
+
+    agent.policy.sample = recording
+    agent.plan_targets(torch.zeros(4, 1, 1))
+    assert seen == [0.0] and agent.policy.min_std == 0.1
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("draw failed")
+
+    agent.policy.sample = failing
+    with pytest.raises(RuntimeError):
+        agent.plan_targets(torch.zeros(4, 1, 1))
+    assert agent.policy.min_std == 0.1
+
+
 def test_the_plan_ignores_states_outside_the_data_span() -> None:
     """actor_obs_bound: candidates of a state beyond it weigh 0 (algo=otpr's rule)."""
     agent = _agent(OTPRGAE, "otpr_gae")
@@ -160,6 +184,8 @@ def test_otpr_gae_config_is_its_own() -> None:
         _config("otpr_gae", ot_coef=-1.0)
     with pytest.raises(ConfigError, match="algo.ot_weights"):
         _config("otpr_gae", ot_weights="push")
+    with pytest.raises(ConfigError, match="algo.ot_min_std"):
+        _config("otpr_gae", ot_min_std=-0.1)
     with pytest.raises(ConfigError, match="algo.num_samples"):
         _config("otpr_gae", num_samples=1)
     with pytest.raises(ConfigError, match="policy.min_std"):
