@@ -217,11 +217,14 @@ class DPPO(Algorithm):
         train_actor: bool,
         bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
         regulariser: Regulariser | None = None,
+        advantage_bonus: Callable[[Tensor], Tensor] | None = None,
     ) -> dict[str, float]:
         """Advantages of the recorded rollout, then ``epochs`` passes of V and (when
         ``train_actor``) policy minibatch steps; clears the rollout. ``bc_batch`` draws the raw
         (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.bc_coef`` > 0;
-        ``regulariser`` is a further term added to every policy step (``algo=otpr_gae``'s)."""
+        ``regulariser`` is a further term added to every policy step, and ``advantage_bonus``
+        maps the rollout's raw observations [T N, T_o, D] to a term added to each decision's
+        (standardised) advantage (``algo=otpr_gae``'s two ways)."""
         a = self.cfg.algo
         policy = self.policy
         if a.bc_coef > 0 and bc_batch is None:
@@ -249,6 +252,8 @@ class DPPO(Algorithm):
         raw_adv_std = float(adv.std()) if adv.numel() > 1 else 0.0
         if a.norm_advantages and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if advantage_bonus is not None:
+            adv = adv + advantage_bonus(obs)
         old = rows["log_prob"]
         num_k = old.shape[-1]
         clips = clip_schedule(num_k, a.clip, a.clip_base, a.clip_rate).to(adv)

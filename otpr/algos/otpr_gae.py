@@ -21,6 +21,12 @@ shaped-reward oracle 0.13-0.24) and the plan alone lifts the policy; on Can it b
 (0.07-0.14, and a state's candidates lead to returns 10x closer to each other than states do),
 and there only the executed advantage lifts it (docs/results.md, "OTPR on Can").
 ``ot_coef=0`` is DPPO exactly (the candidates are then never drawn).
+
+``ot_term=advantage`` is the other way for the plan to reach the policy: each executed chunk is
+ranked by the plan among itself and fresh candidates of its state, and its weight minus 1
+(standardised, times ``ot_coef``) is added to its advantage, so that the plan acts only through
+PPO's clipped ratio on what was executed. On Can every form of the DSM term lowers the policy
+(docs/results.md): a regression onto the policy's own samples compounds its errors there.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,6 +69,12 @@ class OTPRGAEConfig(DPPOConfig):
     ot_min_std: float = 0.1
     """Floor of every denoising step's std while the term's candidates are drawn (0: none,
     the sampler's own noise; DPPO's collection floor is ``policy.min_std``, 0.1)."""
+    ot_term: str = "dsm"
+    """How the plan reaches the policy. dsm: the plan-weighted DSM term on fresh candidates
+    (``ot_weights``). advantage: each executed chunk joins ``num_samples - 1`` fresh candidates
+    of its state; its plan weight among them minus 1, standardised over the rollout, times
+    ``ot_coef``, is added to its standardised GAE advantage: the plan acts only through PPO's
+    clipped ratio on what was executed, never as a regression onto the policy's own samples."""
     ot_weights: str = "pull"
     """pull: the DSM loss weighted by the plan (normalised over the batch): it pulls towards the
     kept candidates and, as any fit of the policy's own samples, narrows it. centred: weights
@@ -87,6 +100,7 @@ class OTPRGAEConfig(DPPOConfig):
         super().__post_init__()
         _check(self.ot_coef >= 0, "algo.ot_coef", "must be >= 0 (0: DPPO)")
         _one_of(self.ot_weights, "algo.ot_weights", ("pull", "centred"))
+        _one_of(self.ot_term, "algo.ot_term", ("dsm", "advantage"))
         _check(self.ot_min_std >= 0, "algo.ot_min_std", "must be >= 0 (0: no floor)")
         for key in ("ot_states", "ot_batch_size", "critic_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
@@ -105,7 +119,12 @@ class OTPRGAEConfig(DPPOConfig):
         self.ot_batch_size = min(self.ot_batch_size, 64)
 
     def describe(self, cfg: Config) -> dict[str, Any]:
-        return {"guidance": "Hc", "ot_coef": self.ot_coef, "ot_weights": self.ot_weights}
+        return {
+            "guidance": "Hc",
+            "ot_coef": self.ot_coef,
+            "ot_term": self.ot_term,
+            "ot_weights": self.ot_weights,
+        }
 
 
 @register_algo("otpr_gae", OTPRGAEConfig)
@@ -116,6 +135,45 @@ class OTPRGAE(DPPO):
         super().__init__(cfg, spec)
         self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
         self.ot_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the term's draws
+        self._executed: list[Tensor] = []  # the rollout's raw chunks (ot_term=advantage)
+        self._bonus_spread: dict[str, float] = {}  # weight_spread of the last bonus's plans
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """DPPO's; with ``ot_term=advantage`` collection also keeps the executed chunks."""
+        actions, info = super().act(obs, explore, generator)
+        if explore and self.cfg.algo.ot_term == "advantage" and self.cfg.algo.ot_coef > 0:
+            self._executed.append(torch.as_tensor(actions, device=self.device))
+        return actions, info
+
+    @torch.no_grad()
+    def draw_candidates(self, obs: Tensor, num: int) -> Tensor:
+        """``num`` fresh chunks of the trained network per state [n, num, H, A], every step's
+        std floored at ``ot_min_std`` (the policy's own floor restored afterwards)."""
+        saved, self.policy.min_std = self.policy.min_std, self.cfg.algo.ot_min_std
+        try:
+            return self.policy.sample(obs, num_samples=num, generator=self.generator)
+        finally:
+            self.policy.min_std = saved
+
+    @torch.no_grad()
+    def executed_bonus(self, obs: Tensor, executed: Tensor) -> Tensor:
+        """``ot_term=advantage``: for each executed chunk [B, H, A] of raw states obs
+        [B, T_o, D], its plan weight among itself and ``num_samples - 1`` fresh candidates
+        minus 1 (0 outside the data's span), standardised over the rollout, times ``ot_coef``."""
+        a = self.cfg.algo
+        cand = self.draw_candidates(obs, a.num_samples - 1)
+        acts = torch.cat([executed[:, None], cand], dim=1)
+        w = conditional_plan(
+            candidate_q(self.critic.target_q, self.state(obs), self.executed(acts)), a.hc_lam
+        )
+        self._bonus_spread = weight_spread(w)
+        bonus = (w[:, 0] - 1.0) * in_support(self.policy, obs, a.actor_obs_bound)
+        if bonus.numel() > 1 and float(bonus.std()) > 0:
+            bonus = bonus / bonus.std()
+        return a.ot_coef * bonus
 
     @torch.no_grad()
     def plan_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,11 +183,7 @@ class OTPRGAE(DPPO):
         candidates, 0 for a state outside the data's span."""
         a = self.cfg.algo
         n, num = obs.shape[0], a.num_samples
-        saved, self.policy.min_std = self.policy.min_std, a.ot_min_std
-        try:
-            cand = self.policy.sample(obs, num_samples=num, generator=self.generator)
-        finally:
-            self.policy.min_std = saved
+        cand = self.draw_candidates(obs, num)
         q = candidate_q(self.critic.target_q, self.state(obs), self.executed(cand))
         w = conditional_plan(q, a.hc_lam)
         w = w * in_support(self.policy, obs, a.actor_obs_bound)[:, None]
@@ -177,8 +231,11 @@ class OTPRGAE(DPPO):
             metrics.update(self.critic.update(self.transitions(data.batch(a.critic_batch_size))))
         metrics["perf/time_critic_s"] = time.perf_counter() - tic
         train_actor = iteration >= a.warmup_iterations
-        regulariser = None
-        if train_actor and a.ot_coef > 0 and self._rows["obs"]:
+        regulariser = bonus = None
+        executed, self._executed = self._executed, []
+        if train_actor and a.ot_coef > 0 and a.ot_term == "advantage" and executed:
+            bonus = lambda obs: self.executed_bonus(obs, torch.cat(executed))  # noqa: E731
+        elif train_actor and a.ot_coef > 0 and a.ot_term == "dsm" and self._rows["obs"]:
             states = torch.cat(self._rows["obs"])
             pick = torch.randperm(len(states), generator=self.ot_generator)[: a.ot_states]
             obs, chunks, w = self.plan_targets(states[pick.to(states.device)])
@@ -192,7 +249,10 @@ class OTPRGAE(DPPO):
             train_actor=train_actor,
             bc_batch=lambda: data.demo_batch(a.bc_batch_size),
             regulariser=regulariser,
+            advantage_bonus=bonus,
         )
+        metrics.update({f"guidance/{k}": v for k, v in self._bonus_spread.items()})
+        self._bonus_spread = {}
         return {**metrics, **out, "perf/time_actor_s": time.perf_counter() - tic}
 
     # ------------------------------------------------------------------ checkpoints

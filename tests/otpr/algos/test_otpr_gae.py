@@ -169,6 +169,34 @@ def test_candidates_are_drawn_with_the_terms_own_floor() -> None:
     assert agent.policy.min_std == 0.1
 
 
+def test_the_advantage_term_credits_executed_chunks_the_critic_ranks_high() -> None:
+    """ot_term=advantage: with reward 0 and V = 0 the GAE advantages are 0 and only the plan's
+    bonus on the executed chunks moves the policy; Q rising with the action moves it up. The
+    bonus is standardised and scaled by ot_coef; with ot_coef=0 no chunk is even kept."""
+    agent = _agent(
+        OTPRGAE, "otpr_gae", critic_updates_per_iter=0, norm_advantages=False, ot_term="advantage",
+        ot_coef=2.0, clip=0.2, clip_base=0.2,
+    )  # fmt: skip
+    agent.critic.target_q = lambda s, a: a.sum(dim=-1)
+    for p in agent.value.parameters():
+        p.data.zero_()
+    obs = np.zeros((64, 1, 1), np.float32)
+    obs_t = torch.as_tensor(obs)
+    bonus = agent.executed_bonus(obs_t, torch.linspace(-1, 1, 64).view(64, 1, 1))
+    assert float(bonus.std()) == pytest.approx(2.0, rel=1e-4)
+    assert float(bonus[-8:].mean()) > float(bonus[:8].mean())  # higher chunks, higher bonus
+    before = float(agent.policy.sample(obs_t, generator=torch.Generator().manual_seed(1)).mean())
+    for _ in range(6):
+        _rollout(agent, obs, reward_is_action=False)
+        info = agent.update(_data(0), iteration=5)
+    after = float(agent.policy.sample(obs_t, generator=torch.Generator().manual_seed(1)).mean())
+    assert after > before + 0.2, (before, after)
+    assert "guidance/within_share" in info and "ppo/ot_loss" not in info
+    off = _agent(OTPRGAE, "otpr_gae", ot_term="advantage", ot_coef=0.0)
+    _rollout(off, obs)
+    assert off._executed == []
+
+
 def test_the_plan_ignores_states_outside_the_data_span() -> None:
     """actor_obs_bound: candidates of a state beyond it weigh 0 (algo=otpr's rule)."""
     agent = _agent(OTPRGAE, "otpr_gae")
@@ -186,6 +214,8 @@ def test_otpr_gae_config_is_its_own() -> None:
         _config("otpr_gae", ot_weights="push")
     with pytest.raises(ConfigError, match="algo.ot_min_std"):
         _config("otpr_gae", ot_min_std=-0.1)
+    with pytest.raises(ConfigError, match="algo.ot_term"):
+        _config("otpr_gae", ot_term="both")
     with pytest.raises(ConfigError, match="algo.num_samples"):
         _config("otpr_gae", num_samples=1)
     with pytest.raises(ConfigError, match="policy.min_std"):
