@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from critics.iql import IQLCritic
 from envs.base import TaskSpec
 from otpr.algos.base import Algorithm, register_algo
+from otpr.algos.otpr import make_iql_critic
 from otpr.buffer import TrainingData
 from otpr.config import AlgoConfig, Config, _check, _one_of
 from otpr.sampler import CompatibilitySampler, exp_q
@@ -146,17 +146,7 @@ class IDQL(Algorithm):
 
     def __init__(self, cfg: Config, spec: TaskSpec) -> None:
         super().__init__(cfg, spec)
-        a = cfg.algo
-        self.critic = IQLCritic(
-            self.state_dim,
-            self.exec_dim,
-            hidden=tuple(a.critic_hidden),
-            expectile=a.expectile,
-            gamma=cfg.task.gamma,
-            polyak=a.polyak,
-            lr=a.critic_lr,
-            device=cfg.device,
-        )
+        self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
