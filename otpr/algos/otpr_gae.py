@@ -23,9 +23,9 @@ term of every policy step. The two signals divide the work:
 ``ot_coef=0`` is DPPO exactly (the candidates are then never drawn). What it measures
 (docs/results.md): on Meta-World reach, where the critic ranks a state's candidates, the DSM
 term lifts DPPO by +0.11 noise-free and the advantage way by +0.08 (5 seeds each); on Can,
-where that ranking is close to noise, every variant tried lowers the 20-demo BC within 60k env
-steps (0.40-0.58 against DPPO's 0.82-0.90): a regression onto the policy's own samples
-compounds its errors there.
+where that ranking is close to noise, every variant tried is below DPPO from the 20-demo BC
+after 60k env steps (0.40-0.58 against DPPO's 0.76, BC 0.78): a regression onto the policy's
+own samples compounds its errors there.
 """
 
 from __future__ import annotations
