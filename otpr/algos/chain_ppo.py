@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,16 +92,22 @@ def record_chain(
 
 
 @contextmanager
-def floored_std(policy: DiffusionPolicy, min_std: float) -> Iterator[DiffusionPolicy]:
-    """Within the block, every denoising step's std is floored at ``min_std`` (or the policy's
-    own ``min_std`` where larger): for drawing and scoring chains whose step log-probabilities
-    a PPO update needs, from a policy that otherwise samples without a floor."""
+def std_floor(policy: DiffusionPolicy, min_std: float) -> Iterator[DiffusionPolicy]:
+    """Within the block, every denoising step's std is floored at exactly ``min_std`` (0: no
+    floor); the policy's own ``min_std`` is restored afterwards, also on an error."""
     saved = policy.min_std
-    policy.min_std = max(saved, float(min_std))
+    policy.min_std = float(min_std)
     try:
         yield policy
     finally:
         policy.min_std = saved
+
+
+def floored_std(policy: DiffusionPolicy, min_std: float) -> AbstractContextManager[DiffusionPolicy]:
+    """Within the block, every denoising step's std is floored at ``min_std`` (or the policy's
+    own ``min_std`` where larger): for drawing and scoring chains whose step log-probabilities
+    a PPO update needs, from a policy that otherwise samples without a floor."""
+    return std_floor(policy, max(policy.min_std, float(min_std)))
 
 
 # (b [M] decision rows, k [M] steps, the step's mean [M, H, A] and std under the current

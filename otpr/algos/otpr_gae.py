@@ -40,7 +40,7 @@ from torch import Tensor
 
 from envs.base import TaskSpec
 from otpr.algos.base import register_algo
-from otpr.algos.chain_ppo import Regulariser
+from otpr.algos.chain_ppo import Regulariser, std_floor
 from otpr.algos.dppo import DPPO, DPPOConfig
 from otpr.algos.otpr import candidate_q, in_support, make_iql_critic
 from otpr.buffer import TrainingData
@@ -151,11 +151,18 @@ class OTPRGAE(DPPO):
     def draw_candidates(self, obs: Tensor, num: int) -> Tensor:
         """``num`` fresh chunks of the trained network per state [n, num, H, A], every step's
         std floored at ``ot_min_std`` (the policy's own floor restored afterwards)."""
-        saved, self.policy.min_std = self.policy.min_std, self.cfg.algo.ot_min_std
-        try:
+        with std_floor(self.policy, self.cfg.algo.ot_min_std):
             return self.policy.sample(obs, num_samples=num, generator=self.generator)
-        finally:
-            self.policy.min_std = saved
+
+    @torch.no_grad()
+    def plan_weights(self, obs: Tensor, chunks: Tensor) -> Tensor:
+        """The plan Hc over each state's chunks [n, L, H, A] (raw states obs [n, T_o, D]):
+        weights [n, L] of mean 1 per state, 0 for every chunk of a state outside the span."""
+        a = self.cfg.algo
+        q = candidate_q(self.critic.target_q, self.state(obs), self.executed(chunks))
+        return (
+            conditional_plan(q, a.hc_lam) * in_support(self.policy, obs, a.actor_obs_bound)[:, None]
+        )
 
     @torch.no_grad()
     def executed_bonus(self, obs: Tensor, executed: Tensor) -> Tensor:
@@ -164,12 +171,9 @@ class OTPRGAE(DPPO):
         minus 1 (0 outside the data's span), standardised over the rollout, times ``ot_coef``."""
         a = self.cfg.algo
         cand = self.draw_candidates(obs, a.num_samples - 1)
-        acts = torch.cat([executed[:, None], cand], dim=1)
-        w = conditional_plan(
-            candidate_q(self.critic.target_q, self.state(obs), self.executed(acts)), a.hc_lam
-        )
+        w = self.plan_weights(obs, torch.cat([executed[:, None], cand], dim=1))
         self._bonus_spread = weight_spread(w)
-        bonus = (w[:, 0] - 1.0) * in_support(self.policy, obs, a.actor_obs_bound)
+        bonus = torch.where(w.sum(dim=1) > 0, w[:, 0] - 1.0, 0.0)  # 0 outside the span
         if bonus.numel() > 1 and float(bonus.std()) > 0:
             bonus = bonus / bonus.std()
         return a.ot_coef * bonus
@@ -183,9 +187,7 @@ class OTPRGAE(DPPO):
         a = self.cfg.algo
         n, num = obs.shape[0], a.num_samples
         cand = self.draw_candidates(obs, num)
-        q = candidate_q(self.critic.target_q, self.state(obs), self.executed(cand))
-        w = conditional_plan(q, a.hc_lam)
-        w = w * in_support(self.policy, obs, a.actor_obs_bound)[:, None]
+        w = self.plan_weights(obs, cand)
         flat = obs[:, None].expand(-1, num, *obs.shape[1:]).reshape(-1, *obs.shape[1:])
         return flat, cand.reshape(n * num, *cand.shape[2:]), w.reshape(-1)
 
