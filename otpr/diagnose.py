@@ -41,7 +41,7 @@ import torch
 from otpr.errors import ERRORS_HELP, ArgumentParser, UsageError, run_command
 
 PROG = "otpr-diagnose"
-GUIDANCES = ("H", "Hc", "Q", "A", "uniform")
+GUIDED = ("otpr", "otpr_gae")  # algorithms whose candidate_weights the probe ranks
 ORACLES = ("chunk", "return")
 SNAPSHOT_SUITES = ("metaworld", "robomimic")  # envs with snapshot() and last_shaped_reward
 
@@ -86,6 +86,15 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def rank_corr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman rank correlation of two [B] tensors (ties share their mean rank; 0 when either
+    is constant)."""
+    rx, ry = (_ranks(v.detach().double().cpu().numpy()[None])[0] for v in (x, y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum()) / den if den > 0 else 0.0
+
+
 def rank_stats(weights: np.ndarray, oracle: np.ndarray) -> dict[str, float]:
     """How weights ``[S, L]`` rank the candidates against an oracle score ``[S, L]``.
 
@@ -125,9 +134,10 @@ def rank_stats(weights: np.ndarray, oracle: np.ndarray) -> dict[str, float]:
     return out
 
 
-def load_otpr(checkpoint: str | Path) -> tuple[Path, Any, Any]:
-    """An OTPR checkpoint's directory, config and algorithm (its networks loaded, the masked
-    cost's demo keypoints prepared), as the probe scores with it."""
+def load_guided(checkpoint: str | Path) -> tuple[Path, Any, Any]:
+    """The directory, config and algorithm of a checkpoint whose algorithm weighs candidates
+    (``algo=otpr`` or ``otpr_gae``: its ``guidances``), its networks loaded and, for OTPR, the
+    masked cost's demo keypoints prepared, as the probe scores with it."""
     from otpr import checkpoint as ckpt_io
     from otpr.algos import make_algorithm
     from otpr.config import from_dict
@@ -137,16 +147,18 @@ def load_otpr(checkpoint: str | Path) -> tuple[Path, Any, Any]:
     ckpt = ckpt_io.resolve(checkpoint)
     meta = ckpt_io.read_meta(ckpt)
     cfg = from_dict(ckpt_io.read_config(ckpt))
-    if meta.get("algo") != "otpr" or not hasattr(cfg.algo, "guidance"):
+    if meta.get("algo") not in GUIDED:
         raise UsageError(
-            f"{ckpt}: algo={meta.get('algo')} has no guidance weights to diagnose (algo=otpr)"
+            f"{ckpt}: algo={meta.get('algo')} has no guidance weights to diagnose "
+            f"(algo={' or '.join(GUIDED)})"
         )
     cfg.progress = False
     spec = task_spec_of(cfg)
     algo = make_algorithm(cfg, spec)
     ckpt_io.load_modules(ckpt, algo.modules())
-    demos = load_demos(cfg, spec, progress=False)  # the masked cost's keypoints
-    algo.prepare(*make_windows(demos, cfg.task.obs_history, cfg.task.horizon))
+    if hasattr(algo, "potentials"):  # the masked cost's keypoints
+        demos = load_demos(cfg, spec, progress=False)
+        algo.prepare(*make_windows(demos, cfg.task.obs_history, cfg.task.horizon))
     return ckpt, cfg, algo
 
 
@@ -156,7 +168,7 @@ def probe(
     episodes: int = 5,
     num_candidates: int = 8,
     seed: int = 300_000,
-    guidances: tuple[str, ...] = GUIDANCES,
+    guidances: tuple[str, ...] | None = None,
     progress: bool = False,
     oracle_kind: str = "chunk",
     rollouts: int = 1,
@@ -180,13 +192,14 @@ def probe(
 
     if oracle_kind not in ORACLES:
         raise ValueError(f"oracle_kind must be one of {ORACLES}, got {oracle_kind!r}")
-    ckpt, cfg, algo = load_otpr(checkpoint)
+    ckpt, cfg, algo = load_guided(checkpoint)
     if envs.suite_of(cfg.task.name) not in SNAPSHOT_SUITES:
         raise UsageError(
             f"task.name={cfg.task.name!r}: the oracle needs simulator snapshots and a shaped "
             f"reward, which only the {' and '.join(SNAPSHOT_SUITES)} tasks provide here"
         )
-    trained_with = cfg.algo.guidance
+    trained_with = cfg.algo.describe(cfg)["guidance"]
+    guidances = guidances or algo.guidances
     t, gamma = cfg.task, cfg.task.gamma
     policy = algo.acting_policy.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -211,8 +224,7 @@ def probe(
                 continue
             cand = policy.sample(obs_t, num_samples=num_candidates, generator=generator)
             for g in guidances:
-                cfg.algo.guidance = g
-                weights[g].append(algo.candidate_weights(obs_t, cand)[0].cpu().numpy())
+                weights[g].append(algo.candidate_weights(obs_t, cand, g)[0].cpu().numpy())
             chunks = cand[0, :, : t.act_steps].cpu().numpy()
             snap = env.snapshot()
             scores = np.zeros(num_candidates)
@@ -319,11 +331,11 @@ def _main(argv: list[str] | None) -> int:
     parser = ArgumentParser(
         prog=PROG,
         description=(
-            "Does the guidance rank actions? From the states an OTPR checkpoint's policy "
-            "reaches (Meta-World or robosuite), every candidate chunk is executed from the same "
-            "simulator snapshot and scored by the task's shaped reward; prints, per guidance "
-            "(H, Hc, Q, A, "
-            "uniform), the within-state rank correlation of weight and score, the score z of "
+            "Does the guidance rank actions? From the states an OTPR (algo=otpr or otpr_gae) "
+            "checkpoint's policy reaches (Meta-World or robosuite), every candidate chunk is "
+            "executed from the same simulator snapshot and scored by the task's shaped reward; "
+            "prints, per guidance (otpr: H, Hc, Q, A, uniform; otpr_gae: Hc, A, uniform), the "
+            "within-state rank correlation of weight and score, the score z of "
             "the top-weighted and of the resampled candidate, the best z there was, the share "
             "of states whose weights are all 0 and the within-state share of the weights' "
             "variance."
@@ -332,7 +344,9 @@ def _main(argv: list[str] | None) -> int:
         + ERRORS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, help="run or checkpoint dir (algo=otpr)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="run or checkpoint dir (algo=otpr or otpr_gae)"
+    )
     parser.add_argument("--episodes", type=int, default=5, help="episodes to probe (default 5)")
     parser.add_argument("--candidates", type=int, default=8, help="L per state (default 8)")
     parser.add_argument("--seed", type=int, default=300_000, help="first episode seed")

@@ -33,7 +33,7 @@ import torch
 from critics.twin_q import TwinQ
 from otpr.algos.otpr import candidate_q, make_iql_critic
 from otpr.checkpoint import load_training_state
-from otpr.diagnose import load_otpr, rank_stats
+from otpr.diagnose import load_guided, rank_stats
 from otpr.sampler import conditional_plan
 
 REPLAY_KEYS = ("obs", "actions", "reward", "discount", "next_obs", "terminated")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="fits per fitted scorer")
     p.add_argument("--out", help="also write the numbers to this json file")
     args = p.parse_args(argv)
-    ckpt, cfg, algo = load_otpr(args.checkpoint)
+    ckpt, cfg, algo = load_guided(args.checkpoint)
     probes = {path: np.load(path) for path in args.probe}
     data = load_replay(ckpt)
     returns = mc_returns(

@@ -217,14 +217,14 @@ class DPPO(Algorithm):
         train_actor: bool,
         bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
         regulariser: Regulariser | None = None,
-        advantage_bonus: Callable[[Tensor], Tensor] | None = None,
+        advantage_bonus: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> dict[str, float]:
         """Advantages of the recorded rollout, then ``epochs`` passes of V and (when
         ``train_actor``) policy minibatch steps; clears the rollout. ``bc_batch`` draws the raw
         (obs, chunk) pairs of the behaviour-cloning term, needed when ``algo.bc_coef`` > 0;
         ``regulariser`` is a further term added to every policy step, and ``advantage_bonus``
-        maps the rollout's raw observations [T N, T_o, D] to a term added to each decision's
-        (standardised) advantage (``algo=otpr_gae``'s two ways)."""
+        maps the rollout's raw observations [T N, T_o, D] and its (standardised) advantages
+        [T N] to a term added to each decision's advantage (``algo=otpr_gae``'s advantage way)."""
         a = self.cfg.algo
         policy = self.policy
         if a.bc_coef > 0 and bc_batch is None:
@@ -253,7 +253,7 @@ class DPPO(Algorithm):
         if a.norm_advantages and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         if advantage_bonus is not None:
-            adv = adv + advantage_bonus(obs)
+            adv = adv + advantage_bonus(obs, adv)
         old = rows["log_prob"]
         num_k = old.shape[-1]
         clips = clip_schedule(num_k, a.clip, a.clip_base, a.clip_rate).to(adv)

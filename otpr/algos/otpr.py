@@ -58,6 +58,8 @@ from otpr.sampler import CompatibilitySampler, conditional_plan, exp_q
 from policies.diffusion import DiffusionPolicy
 from potentials.neural import NeuralPotentials
 
+GUIDANCES = ("H", "Hc", "Q", "A", "uniform")  # algo.guidance
+
 
 @dataclass
 class OTPRConfig(AlgoConfig):
@@ -162,7 +164,7 @@ class OTPRConfig(AlgoConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _one_of(self.guidance, "algo.guidance", ("H", "Hc", "Q", "A", "uniform"))
+        _one_of(self.guidance, "algo.guidance", GUIDANCES)
         _check(self.hc_lam > 0, "algo.hc_lam", "must be > 0")
         _one_of(self.sample_mode, "algo.sample_mode", ("sample", "argmax", "softmax"))
         _one_of(self.eval_mode, "algo.eval_mode", ("single", "best"))
@@ -254,6 +256,12 @@ def candidate_q(q_fn: Callable[[Tensor, Tensor], Tensor], states: Tensor, acts: 
     return q_fn(flat_s, acts.reshape(batch * num, -1)).reshape(batch, num)
 
 
+def expectile_weights(q: Tensor, v: Tensor, tau: float) -> Tensor:
+    """Guidance A: IQL's expectile weight of each candidate, tau where Q [B, L] >= V [B] and
+    1 - tau below it."""
+    return torch.where(q - v[:, None] < 0, 1.0 - tau, tau)
+
+
 @torch.no_grad()
 def in_support(policy: DiffusionPolicy, obs: Tensor, bound: float) -> Tensor:
     """1 where every normalised observation dim of a state [B, T_o, D] lies within ``bound``
@@ -267,6 +275,9 @@ def in_support(policy: DiffusionPolicy, obs: Tensor, bound: float) -> Tensor:
 @register_algo("otpr", OTPRConfig)
 class OTPR(Algorithm):
     """Policy + IQL critic + OT potentials, with the update steps of OTPR's Algorithm 1."""
+
+    guidances = GUIDANCES
+    """What :meth:`candidate_weights` computes (``algo.guidance``; ``otpr-diagnose`` ranks each)."""
 
     def __init__(self, cfg: Config, spec: TaskSpec) -> None:
         super().__init__(cfg, spec)
@@ -306,12 +317,15 @@ class OTPR(Algorithm):
         return self._weights(self.state(obs), self.executed(actions)[:, None, :])[:, 0]
 
     @torch.no_grad()
-    def candidate_weights(self, obs: Tensor, candidates: Tensor) -> Tensor:
-        """Guidance weights for candidates [B, L, H, A] of each state -> [B, L], >= 0."""
-        return self._weights(self.state(obs), self.executed(candidates))
+    def candidate_weights(
+        self, obs: Tensor, candidates: Tensor, guidance: str | None = None
+    ) -> Tensor:
+        """Guidance weights for candidates [B, L, H, A] of each state -> [B, L], >= 0, under
+        ``guidance`` (default ``algo.guidance``)."""
+        return self._weights(self.state(obs), self.executed(candidates), guidance)
 
-    def _weights(self, states: Tensor, acts: Tensor) -> Tensor:
-        guidance = self.cfg.algo.guidance
+    def _weights(self, states: Tensor, acts: Tensor, guidance: str | None = None) -> Tensor:
+        guidance = guidance or self.cfg.algo.guidance
         batch, num = acts.shape[:2]
         if guidance == "uniform":
             return torch.ones(batch, num, device=acts.device)
@@ -327,9 +341,7 @@ class OTPR(Algorithm):
             else:
                 w = exp_q(rows, a.q_temperature, a.q_temperature_units)
             return w if num > 1 else w.T
-        adv = q - self.critic.value(states)[:, None]
-        tau = self.cfg.algo.expectile
-        return torch.where(adv < 0, 1.0 - tau, tau)
+        return expectile_weights(q, self.critic.value(states), self.cfg.algo.expectile)
 
     # ------------------------------------------------------------------ acting
     def sample_fn(self, generator: torch.Generator) -> Callable[[Tensor, int], Tensor]:

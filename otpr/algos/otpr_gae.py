@@ -42,11 +42,18 @@ from envs.base import TaskSpec
 from otpr.algos.base import register_algo
 from otpr.algos.chain_ppo import Regulariser, std_floor
 from otpr.algos.dppo import DPPO, DPPOConfig
-from otpr.algos.otpr import candidate_q, in_support, make_iql_critic
+from otpr.algos.otpr import candidate_q, expectile_weights, in_support, make_iql_critic
 from otpr.buffer import TrainingData
 from otpr.config import Config, _check, _one_of
-from otpr.diagnose import actor_weight_stats, weight_spread
+from otpr.diagnose import actor_weight_stats, rank_corr, weight_spread
 from otpr.sampler import conditional_plan
+
+
+def fitted_slope(x: Tensor, y: Tensor) -> float:
+    """Least-squares slope of y on x (0 when x is constant)."""
+    xc = x - x.mean()
+    var = float((xc * xc).sum())
+    return float((xc * (y - y.mean())).sum()) / var if var > 0 else 0.0
 
 
 @dataclass
@@ -74,6 +81,13 @@ class OTPRGAEConfig(DPPOConfig):
     of its state; its plan weight among them minus 1, standardised over the rollout, times
     ``ot_coef``, is added to its standardised GAE advantage: the plan acts only through PPO's
     clipped ratio on what was executed, never as a regression onto the policy's own samples."""
+    ot_scale: str = "fixed"
+    """ot_term=advantage only. fixed: the bonus is ``ot_coef`` x the standardised plan weight.
+    fitted: it is further multiplied by the least-squares slope of the rollout's advantages on
+    that standardised weight, clipped at 0, so that the term adds the critic's prediction of
+    each chunk's advantage as far as the returns the chunks earned confirm it (a critic whose
+    ranking of the executed chunks is unrelated to their returns adds nothing). Either way the
+    rank correlation of the two is logged (``guidance/adv_rank_corr``)."""
     ot_weights: str = "pull"
     """pull: the DSM loss weighted by the plan (normalised over the batch): it pulls towards the
     kept candidates and, as any fit of the policy's own samples, narrows it. centred: weights
@@ -100,6 +114,12 @@ class OTPRGAEConfig(DPPOConfig):
         _check(self.ot_coef >= 0, "algo.ot_coef", "must be >= 0 (0: DPPO)")
         _one_of(self.ot_weights, "algo.ot_weights", ("pull", "centred"))
         _one_of(self.ot_term, "algo.ot_term", ("dsm", "advantage"))
+        _one_of(self.ot_scale, "algo.ot_scale", ("fixed", "fitted"))
+        _check(
+            self.ot_scale == "fixed" or self.ot_term == "advantage",
+            "algo.ot_scale",
+            "fitted needs algo.ot_term=advantage (it scales the bonus on executed advantages)",
+        )
         _check(self.ot_min_std >= 0, "algo.ot_min_std", "must be >= 0 (0: no floor)")
         for key in ("ot_states", "ot_batch_size", "critic_batch_size"):
             _check(getattr(self, key) >= 1, f"algo.{key}", "must be >= 1")
@@ -123,6 +143,7 @@ class OTPRGAEConfig(DPPOConfig):
             "ot_coef": self.ot_coef,
             "ot_term": self.ot_term,
             "ot_weights": self.ot_weights,
+            "ot_scale": self.ot_scale,
         }
 
 
@@ -130,12 +151,15 @@ class OTPRGAEConfig(DPPOConfig):
 class OTPRGAE(DPPO):
     """DPPO's rollout, advantages and V, with an IQL critic and the plan-weighted term."""
 
+    guidances = ("Hc", "A", "uniform")
+    """What :meth:`candidate_weights` computes (``otpr-diagnose`` ranks each)."""
+
     def __init__(self, cfg: Config, spec: TaskSpec) -> None:
         super().__init__(cfg, spec)
         self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
         self.ot_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the term's draws
         self._executed: list[Tensor] = []  # the rollout's raw chunks (ot_term=advantage)
-        self._bonus_spread: dict[str, float] = {}  # weight_spread of the last bonus's plans
+        self._bonus_stats: dict[str, float] = {}  # the last bonus's plans and fit
 
     @torch.no_grad()
     def act(
@@ -165,18 +189,42 @@ class OTPRGAE(DPPO):
         )
 
     @torch.no_grad()
-    def executed_bonus(self, obs: Tensor, executed: Tensor) -> Tensor:
+    def candidate_weights(self, obs: Tensor, candidates: Tensor, guidance: str = "Hc") -> Tensor:
+        """For ``otpr-diagnose``: the weights of candidates [B, L, H, A] of raw states obs
+        [B, T_o, D] -> [B, L] under ``guidance``: Hc, the plan the term uses
+        (:meth:`plan_weights`); A, IQL's expectile weights of the same critic; uniform, ones."""
+        if guidance == "Hc":
+            return self.plan_weights(obs, candidates)
+        if guidance == "A":
+            states = self.state(obs)
+            q = candidate_q(self.critic.target_q, states, self.executed(candidates))
+            return expectile_weights(q, self.critic.value(states), self.cfg.algo.expectile)
+        if guidance == "uniform":
+            return torch.ones(candidates.shape[:2], device=candidates.device)
+        raise ValueError(f"guidance must be one of {self.guidances}, got {guidance!r}")
+
+    @torch.no_grad()
+    def executed_bonus(self, obs: Tensor, executed: Tensor, adv: Tensor) -> Tensor:
         """``ot_term=advantage``: for each executed chunk [B, H, A] of raw states obs
         [B, T_o, D], its plan weight among itself and ``num_samples - 1`` fresh candidates
-        minus 1 (0 outside the data's span), standardised over the rollout, times ``ot_coef``."""
+        minus 1 (0 outside the data's span), standardised over the rollout, times ``ot_coef``
+        (and, with ``ot_scale=fitted``, times the slope of the advantages adv [B] on it,
+        clipped at 0)."""
         a = self.cfg.algo
         cand = self.draw_candidates(obs, a.num_samples - 1)
         w = self.plan_weights(obs, torch.cat([executed[:, None], cand], dim=1))
-        self._bonus_spread = weight_spread(w)
         bonus = torch.where(w.sum(dim=1) > 0, w[:, 0] - 1.0, 0.0)  # 0 outside the span
         if bonus.numel() > 1 and float(bonus.std()) > 0:
             bonus = bonus / bonus.std()
-        return a.ot_coef * bonus
+        slope = fitted_slope(bonus, adv)
+        scale = a.ot_coef * (max(slope, 0.0) if a.ot_scale == "fitted" else 1.0)
+        self._bonus_stats = {
+            **weight_spread(w),
+            "adv_rank_corr": rank_corr(bonus, adv),
+            "adv_slope": slope,
+            "bonus_scale": scale,
+        }
+        return scale * bonus
 
     @torch.no_grad()
     def plan_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -235,7 +283,7 @@ class OTPRGAE(DPPO):
         regulariser = bonus = None
         executed, self._executed = self._executed, []
         if train_actor and a.ot_coef > 0 and a.ot_term == "advantage" and executed:
-            bonus = lambda obs: self.executed_bonus(obs, torch.cat(executed))  # noqa: E731
+            bonus = lambda obs, adv: self.executed_bonus(obs, torch.cat(executed), adv)  # noqa: E731
         elif train_actor and a.ot_coef > 0 and a.ot_term == "dsm" and self._rows["obs"]:
             states = torch.cat(self._rows["obs"])
             pick = torch.randperm(len(states), generator=self.ot_generator)[: a.ot_states]
@@ -252,8 +300,8 @@ class OTPRGAE(DPPO):
             regulariser=regulariser,
             advantage_bonus=bonus,
         )
-        metrics.update({f"guidance/{k}": v for k, v in self._bonus_spread.items()})
-        self._bonus_spread = {}
+        metrics.update({f"guidance/{k}": v for k, v in self._bonus_stats.items()})
+        self._bonus_stats = {}
         return {**metrics, **out, "perf/time_actor_s": time.perf_counter() - tic}
 
     # ------------------------------------------------------------------ checkpoints

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from otpr.diagnose import actor_weight_stats, load_otpr, main, rank_stats, weight_spread
+from otpr.diagnose import actor_weight_stats, load_guided, main, rank_stats, weight_spread
 
 try:
     import robosuite  # noqa: F401
@@ -166,11 +166,10 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     d = result["decisions"]
     assert arrays["obs"].shape[0] == arrays["candidates"].shape[0] == arrays["oracle"].shape[0] == d
     assert arrays["candidates"].shape[1] == 8
-    _, cfg, algo = load_otpr(run)
+    _, cfg, algo = load_guided(run)
     for guidance in ("Q", "A"):
-        cfg.algo.guidance = guidance
         w = algo.candidate_weights(
-            torch.as_tensor(arrays["obs"]), torch.as_tensor(arrays["candidates"])
+            torch.as_tensor(arrays["obs"]), torch.as_tensor(arrays["candidates"]), guidance
         )
         np.testing.assert_allclose(w.numpy(), arrays[guidance], rtol=1e-5, atol=1e-6)
         stats = rank_stats(arrays[guidance], arrays["oracle"])
@@ -200,6 +199,33 @@ def test_otpr_diagnose_on_a_checkpoint(tmp_path: Path, capsys, monkeypatch) -> N
     assert main(["--checkpoint", str(dppo)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("otpr-diagnose: error:") and "algo=dppo" in err[0]
+
+
+@pytest.mark.slow
+def test_otpr_diagnose_on_an_otpr_gae_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    """algo=otpr_gae checkpoints are probed with the guidances that algorithm has (its plan
+    Hc, the same critic's A, uniform); the saved weights are the ones its term uses."""
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path, "algo=otpr_gae", "algo.ot_term=advantage", "algo.ot_scale=fitted")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").open()]
+    fitted = [r for r in records if "guidance/adv_rank_corr" in r]
+    assert fitted and all(-1 <= r["guidance/adv_rank_corr"] <= 1 for r in fitted)
+    assert all(r["guidance/bonus_scale"] == max(r["guidance/adv_slope"], 0.0) for r in fitted)
+    out_json, saved = tmp_path / "diag.json", tmp_path / "probe.npz"
+    argv = ["--checkpoint", str(run), "--episodes", "1", "--out", str(out_json)]
+    assert main([*argv, "--save", str(saved)]) == 0
+    assert "guidance trained with: Hc" in capsys.readouterr().out
+    result = json.loads(out_json.read_text())
+    assert set(result["rank"]) == {"Hc", "A", "uniform"} and result["decisions"] >= 5
+    arrays = np.load(saved)
+    _, _, algo = load_guided(run)
+    obs, cand = torch.as_tensor(arrays["obs"]), torch.as_tensor(arrays["candidates"])
+    np.testing.assert_allclose(algo.plan_weights(obs, cand).numpy(), arrays["Hc"], atol=1e-6)
+    hc = arrays["Hc"]
+    kept = hc.sum(axis=1) > 0
+    np.testing.assert_allclose(hc[kept].mean(axis=1), 1.0, atol=1e-5)  # a plan: mean 1
+    with pytest.raises(ValueError, match="guidance"):
+        algo.candidate_weights(obs, cand, "H")
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from otpr.config import from_dict
 
 
 def _agent(**algo) -> OTPR:
+    torch.manual_seed(0)  # the networks and the normaliser's data, whatever ran before
     cfg = from_dict(
         {"task": {"name": "reach-v3", "obs_history": 1, "horizon": 4, "act_steps": 2}, "algo": algo}
     )
