@@ -156,63 +156,48 @@ class DPPOConfig(AlgoConfig):
         )
 
 
-@register_algo("dppo", DPPOConfig)
-class DPPO(Algorithm):
-    """DPPO's rollout storage and update; the trained weights collect (PPO's ratio is taken
-    against them) and V(s) sees the normalised flat state."""
+class GAERollout:
+    """DPPO's collection and update, a part an algorithm owns (``algo=dppo``, ``otpr_gae``):
+    the chains the owner's trained weights drew in one iteration and the env's answers to them
+    (``rows``, lists of [N, ...] per decision), V(s) fitted to their returns, and the PPO
+    update of the owner's policy on their GAE advantages. The owner lends its policy, actor
+    optimizer, collection generator, state map and after-step hook."""
 
-    def __init__(self, cfg: Config, spec: TaskSpec) -> None:
-        super().__init__(cfg, spec)
-        a = cfg.algo
-        self.value = StateValue(self.state_dim, a.value_hidden, a.value_lr, cfg.device)
-        self.ppo_generator = torch.Generator().manual_seed(cfg.seed + 1)  # minibatch order
-        self._clear()
+    KEYS = ("obs", "xs", "log_prob", "reward", "discount", "terminated", "done", "next")
 
-    def _clear(self) -> None:
-        self._rows: dict[str, list[Tensor]] = {
-            k: []
-            for k in ("obs", "xs", "log_prob", "reward", "discount", "terminated", "done", "next")
-        }
+    def __init__(self, owner: Algorithm) -> None:
+        cfg, a = owner.cfg, owner.cfg.algo
+        self.owner = owner
+        self.value = StateValue(owner.state_dim, a.value_hidden, a.value_lr, cfg.device)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # minibatch order
+        self.clear()
 
-    # ------------------------------------------------------------------ collection
+    def clear(self) -> None:
+        self.rows: dict[str, list[Tensor]] = {k: [] for k in self.KEYS}
+
     @torch.no_grad()
-    def act(
-        self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
-    ) -> tuple[np.ndarray, dict[str, float]]:
-        """Collection: one chunk [N, H, A] per member from the trained weights, its chain
-        recorded; evaluation: one sample of the acting policy."""
-        if not explore:
-            return super().act(obs, explore, generator)
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        chunks, xs, log_prob = record_chain(self.policy, obs_t, self.generator, self.act_steps)
-        self._rows["obs"].append(obs_t)
-        self._rows["xs"].append(xs)
-        self._rows["log_prob"].append(log_prob)
-        return chunks.cpu().numpy(), {}
+    def record(self, obs: np.ndarray) -> np.ndarray:
+        """One chunk [N, H, A] per member from the owner's trained weights, its chain kept."""
+        o = self.owner
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=o.device)
+        chunks, xs, log_prob = record_chain(o.policy, obs_t, o.generator, o.act_steps)
+        self.rows["obs"].append(obs_t)
+        self.rows["xs"].append(xs)
+        self.rows["log_prob"].append(log_prob)
+        return chunks.cpu().numpy()
 
     def observe(self, step: Step) -> None:
-        dev = self.device
+        dev = self.owner.device
         for key, x in (
             ("reward", step.reward),
             ("discount", step.discount),
             ("terminated", step.terminated),
             ("done", step.done),
         ):
-            self._rows[key].append(torch.as_tensor(np.asarray(x, np.float32), device=dev))
-        self._rows["next"].append(torch.as_tensor(step.next_obs, dtype=torch.float32, device=dev))
+            self.rows[key].append(torch.as_tensor(np.asarray(x, np.float32), device=dev))
+        self.rows["next"].append(torch.as_tensor(step.next_obs, dtype=torch.float32, device=dev))
 
-    # ------------------------------------------------------------------ update
-    def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
-        """V and (after the warm-up) PPO on the iteration's rollout, then clear it."""
-        a = self.cfg.algo
-        tic = time.perf_counter()
-        out = self.update_rollout(
-            train_actor=iteration >= a.warmup_iterations,
-            bc_batch=lambda: data.demo_batch(a.bc_batch_size),
-        )
-        return {**out, "perf/time_actor_s": time.perf_counter() - tic}
-
-    def update_rollout(
+    def update(
         self,
         train_actor: bool,
         bc_batch: Callable[[], tuple[Tensor, Tensor]] | None = None,
@@ -225,20 +210,20 @@ class DPPO(Algorithm):
         ``regulariser`` is a further term added to every policy step, and ``advantage_bonus``
         maps the rollout's raw observations [T N, T_o, D] and its (standardised) advantages
         [T N] to a term added to each decision's advantage (``algo=otpr_gae``'s advantage way)."""
-        a = self.cfg.algo
-        policy = self.policy
+        o = self.owner
+        a = o.cfg.algo
         if a.bc_coef > 0 and bc_batch is None:
-            raise ValueError("DPPO.update_rollout: algo.bc_coef > 0 needs bc_batch")
-        rows = {k: torch.stack(v) for k, v in self._rows.items() if v}  # [T, N, ...]
-        self._clear()
+            raise ValueError("GAERollout.update: algo.bc_coef > 0 needs bc_batch")
+        rows = {k: torch.stack(v) for k, v in self.rows.items() if v}  # [T, N, ...]
+        self.clear()
         if "obs" not in rows:
             return {}
         t_len, n = rows["reward"].shape
         obs = rows["obs"].flatten(0, 1)
-        states = self.state(obs)
+        states = o.state(obs)
         with torch.no_grad():
             value = self.value(states).view(t_len, n)
-            next_value = self.value(self.state(rows["next"].flatten(0, 1))).view(t_len, n)
+            next_value = self.value(o.state(rows["next"].flatten(0, 1))).view(t_len, n)
         adv, ret = gae(
             rows["reward"],
             value,
@@ -260,31 +245,74 @@ class DPPO(Algorithm):
         step_discount = a.denoising_gamma ** torch.arange(num_k - 1, -1, -1).to(adv)
         batch = ChainBatch(obs, rows["xs"].flatten(0, 1), old.flatten(0, 1), adv)
         out = update_chain_policy(
-            policy,
-            self.actor_optimizer,
+            o.policy,
+            o.actor_optimizer,
             batch,
             clips,
             step_discount,
-            self.act_steps,
+            o.act_steps,
             a,
-            self.ppo_generator,
+            self.generator,
             regulariser=sum_of(
-                bc_regulariser(policy, bc_batch, a.bc_coef) if a.bc_coef > 0 else None,
+                bc_regulariser(o.policy, bc_batch, a.bc_coef) if a.bc_coef > 0 else None,
                 regulariser,
             ),
             before_step=lambda b: self.value.update(states[b], ret[b]),
-            after_step=self.after_policy_step,
+            after_step=o.after_policy_step,
             train_actor=train_actor,
         )
         out.update({"ppo/advantage_std": raw_adv_std, "ppo/return_mean": float(ret.mean())})
         return out
 
-    # ------------------------------------------------------------------ checkpoints
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {**super().modules(), "value": self.value}
+        return {"value": self.value}
 
     def optimizers(self) -> dict[str, Any]:
-        return {**super().optimizers(), "value": self.value.optimizer}
+        return {"value": self.value.optimizer}
 
     def generators(self) -> dict[str, torch.Generator]:
-        return {**super().generators(), "ppo": self.ppo_generator}
+        return {"ppo": self.generator}
+
+
+@register_algo("dppo", DPPOConfig)
+class DPPO(Algorithm):
+    """DPPO: the trained weights collect (PPO's ratio is taken against them) and learn on the
+    rollout's GAE advantages (:class:`GAERollout`); V(s) sees the normalised flat state."""
+
+    def __init__(self, cfg: Config, spec: TaskSpec) -> None:
+        super().__init__(cfg, spec)
+        self.rollout = GAERollout(self)
+
+    # ------------------------------------------------------------------ collection
+    def act(
+        self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Collection: one chunk [N, H, A] per member from the trained weights, its chain
+        recorded; evaluation: one sample of the acting policy."""
+        if not explore:
+            return super().act(obs, explore, generator)
+        return self.rollout.record(obs), {}
+
+    def observe(self, step: Step) -> None:
+        self.rollout.observe(step)
+
+    # ------------------------------------------------------------------ update
+    def update(self, data: TrainingData, iteration: int) -> dict[str, float]:
+        """V and (after the warm-up) PPO on the iteration's rollout, then clear it."""
+        a = self.cfg.algo
+        tic = time.perf_counter()
+        out = self.rollout.update(
+            train_actor=iteration >= a.warmup_iterations,
+            bc_batch=lambda: data.demo_batch(a.bc_batch_size),
+        )
+        return {**out, "perf/time_actor_s": time.perf_counter() - tic}
+
+    # ------------------------------------------------------------------ checkpoints
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {**super().modules(), **self.rollout.modules()}
+
+    def optimizers(self) -> dict[str, Any]:
+        return {**super().optimizers(), **self.rollout.optimizers()}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {**super().generators(), **self.rollout.generators()}

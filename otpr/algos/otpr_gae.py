@@ -39,9 +39,9 @@ import torch
 from torch import Tensor
 
 from envs.base import TaskSpec
-from otpr.algos.base import register_algo
+from otpr.algos.base import Algorithm, Step, register_algo
 from otpr.algos.chain_ppo import Regulariser, std_floor
-from otpr.algos.dppo import DPPO, DPPOConfig
+from otpr.algos.dppo import DPPOConfig, GAERollout
 from otpr.algos.otpr import candidate_q, expectile_weights, in_support, make_iql_critic
 from otpr.buffer import TrainingData
 from otpr.config import Config, _check, _one_of
@@ -148,14 +148,16 @@ class OTPRGAEConfig(DPPOConfig):
 
 
 @register_algo("otpr_gae", OTPRGAEConfig)
-class OTPRGAE(DPPO):
-    """DPPO's rollout, advantages and V, with an IQL critic and the plan-weighted term."""
+class OTPRGAE(Algorithm):
+    """DPPO's rollout, advantages and V (:class:`GAERollout`), with an IQL critic and the
+    plan's term."""
 
     guidances = ("Hc", "A", "uniform")
     """What :meth:`candidate_weights` computes (``otpr-diagnose`` ranks each)."""
 
     def __init__(self, cfg: Config, spec: TaskSpec) -> None:
         super().__init__(cfg, spec)
+        self.rollout = GAERollout(self)
         self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
         self.ot_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the term's draws
         self._executed: list[Tensor] = []  # the rollout's raw chunks (ot_term=advantage)
@@ -165,11 +167,17 @@ class OTPRGAE(DPPO):
     def act(
         self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
     ) -> tuple[np.ndarray, dict[str, float]]:
-        """DPPO's; with ``ot_term=advantage`` collection also keeps the executed chunks."""
-        actions, info = super().act(obs, explore, generator)
-        if explore and self.cfg.algo.ot_term == "advantage" and self.cfg.algo.ot_coef > 0:
+        """DPPO's: collection records the chain (with ``ot_term=advantage`` it also keeps the
+        executed chunks); evaluation draws one sample of the acting policy."""
+        if not explore:
+            return super().act(obs, explore, generator)
+        actions = self.rollout.record(obs)
+        if self.cfg.algo.ot_term == "advantage" and self.cfg.algo.ot_coef > 0:
             self._executed.append(torch.as_tensor(actions, device=self.device))
-        return actions, info
+        return actions, {}
+
+    def observe(self, step: Step) -> None:
+        self.rollout.observe(step)
 
     @torch.no_grad()
     def draw_candidates(self, obs: Tensor, num: int) -> Tensor:
@@ -284,8 +292,8 @@ class OTPRGAE(DPPO):
         executed, self._executed = self._executed, []
         if train_actor and a.ot_coef > 0 and a.ot_term == "advantage" and executed:
             bonus = lambda obs, adv: self.executed_bonus(obs, torch.cat(executed), adv)  # noqa: E731
-        elif train_actor and a.ot_coef > 0 and a.ot_term == "dsm" and self._rows["obs"]:
-            states = torch.cat(self._rows["obs"])
+        elif train_actor and a.ot_coef > 0 and a.ot_term == "dsm" and self.rollout.rows["obs"]:
+            states = torch.cat(self.rollout.rows["obs"])
             pick = torch.randperm(len(states), generator=self.ot_generator)[: a.ot_states]
             obs, chunks, w = self.plan_targets(states[pick.to(states.device)])
             regulariser = self.plan_regulariser(obs, chunks, w)
@@ -294,7 +302,7 @@ class OTPRGAE(DPPO):
             metrics["guidance/within_share"] = spread["within_share"]
             metrics["actor/ess_frac"] = actor_weight_stats(w, 0)["ess_frac"]
         tic = time.perf_counter()
-        out = self.update_rollout(
+        out = self.rollout.update(
             train_actor=train_actor,
             bc_batch=lambda: data.demo_batch(a.bc_batch_size),
             regulariser=regulariser,
@@ -306,14 +314,15 @@ class OTPRGAE(DPPO):
 
     # ------------------------------------------------------------------ checkpoints
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {**super().modules(), "critic": self.critic}
+        return {**super().modules(), **self.rollout.modules(), "critic": self.critic}
 
     def optimizers(self) -> dict[str, Any]:
         return {
             **super().optimizers(),
+            **self.rollout.optimizers(),
             "critic_q": self.critic.q_optimizer,
             "critic_v": self.critic.v_optimizer,
         }
 
     def generators(self) -> dict[str, torch.Generator]:
-        return {**super().generators(), "ot": self.ot_generator}
+        return {**super().generators(), **self.rollout.generators(), "ot": self.ot_generator}

@@ -363,19 +363,23 @@ def test_dppo_trains_the_policy_and_resumes_with_its_value_network(tmp_path: Pat
     pretrained = {k: v.clone() for k, v in moved.algo.policy.state_dict().items()}
     moved.restore(ckpt)
     assert any(not torch.equal(pretrained[k], v) for k, v in moved.algo.policy.state_dict().items())
-    saved_v = {k: v.clone() for k, v in moved.algo.value.state_dict().items()}
+    saved_v = {k: v.clone() for k, v in moved.algo.rollout.value.state_dict().items()}
     moved.close()
     cfg.algo.iterations = 3
     resumed = Trainer(cfg, tmp_path / "d")
     resumed.restore(tmp_path / "d")
-    for k, v in resumed.algo.value.state_dict().items():
+    for k, v in resumed.algo.rollout.value.state_dict().items():
         assert torch.equal(v, saved_v[k])
     rng = ckpt_io.load_training_state(tmp_path / "d")["rng"]
-    assert torch.equal(resumed.algo.ppo_generator.get_state(), rng["gen/ppo"])  # minibatch order
+    assert torch.equal(
+        resumed.algo.rollout.generator.get_state(), rng["gen/ppo"]
+    )  # minibatch order
     resumed.close()
     fresh = Trainer(cfg, tmp_path / "f")
     fresh.restore(tmp_path / "d", weights_only=True)  # as otpr-finetune from a BC run
-    assert any(not torch.equal(v, saved_v[k]) for k, v in fresh.algo.value.state_dict().items())
+    assert any(
+        not torch.equal(v, saved_v[k]) for k, v in fresh.algo.rollout.value.state_dict().items()
+    )
     fresh.close()
 
 
@@ -472,8 +476,8 @@ def test_timeout_is_terminal_changes_only_what_the_learners_see(tmp_path: Path, 
         trainer.collect()
         size = trainer.buffer.size
         seen[flag] = {k: v[:size].copy() for k, v in trainer.buffer.data.items()}
-        seen[flag]["ppo"] = torch.stack(trainer.algo._rows["terminated"]).numpy()
-        seen[flag]["done"] = torch.stack(trainer.algo._rows["done"]).numpy()
+        seen[flag]["ppo"] = torch.stack(trainer.algo.rollout.rows["terminated"]).numpy()
+        seen[flag]["done"] = torch.stack(trainer.algo.rollout.rows["done"]).numpy()
         trainer.close()
     off, on = seen[False], seen[True]
     for key in ("obs", "actions", "reward", "next_obs"):

@@ -134,7 +134,7 @@ def test_recorded_log_probs_are_those_the_update_recomputes() -> None:
     policy = dppo.policy
     obs = np.zeros((6, 1, 1), np.float32)
     actions, _ = dppo.act(obs, explore=True)
-    xs, old = dppo._rows["xs"][0], dppo._rows["log_prob"][0]
+    xs, old = dppo.rollout.rows["xs"][0], dppo.rollout.rows["log_prob"][0]
     assert actions.shape == (6, 1, 1)
     assert np.allclose(actions, xs[:, -1].clamp(-1, 1).numpy())  # identity normaliser
     for k in range(4):
@@ -157,11 +157,11 @@ def test_dppo_learns_a_bandit() -> None:
         for _ in range(2):
             a, _ = dppo.act(obs, explore=True)
             _observe(dppo, obs, a[:, 0, 0])
-        info = dppo.update_rollout(train_actor=True)
+        info = dppo.rollout.update(train_actor=True)
     after = mean_reward()
     assert after > before + 0.4, (before, after)
     assert info["ppo/samples"] == 256 * 4  # 2 decisions x 128 envs x 4 steps
-    assert not dppo._rows["obs"]  # the rollout is consumed
+    assert not dppo.rollout.rows["obs"]  # the rollout is consumed
 
 
 def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> None:
@@ -175,7 +175,7 @@ def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> Non
         dppo = _bandit(bc_coef=coef, minibatch_size=64, epochs=2, norm_advantages=False)
         policy = dppo.policy
         start = {k: v.clone() for k, v in policy.state_dict().items()}
-        for p in dppo.value.parameters():
+        for p in dppo.rollout.value.parameters():
             p.data.zero_()  # V = 0, and its loss against returns of 0 has no gradient
         draws: list[int] = []
 
@@ -186,7 +186,7 @@ def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> Non
         for _ in range(6):
             dppo.act(obs, explore=True)
             _observe(dppo, obs, np.zeros(64, np.float32))
-            info = dppo.update_rollout(train_actor=True, bc_batch=bc_batch)
+            info = dppo.rollout.update(train_actor=True, bc_batch=bc_batch)
         with torch.no_grad():
             det = policy.sample(torch.as_tensor(obs), generator=torch.Generator().manual_seed(1))
         moved = any(not torch.equal(start[k], v) for k, v in policy.state_dict().items())
@@ -203,7 +203,7 @@ def test_bc_term_pulls_the_chain_to_the_target_pairs_and_is_off_at_zero() -> Non
     dppo.act(obs, explore=True)
     _observe(dppo, obs, np.zeros(64, np.float32))
     with pytest.raises(ValueError, match="bc_batch"):
-        dppo.update_rollout(train_actor=True)
+        dppo.rollout.update(train_actor=True)
 
 
 def test_dppo_config_is_its_own() -> None:

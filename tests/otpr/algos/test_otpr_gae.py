@@ -89,7 +89,7 @@ def test_the_plan_term_pulls_towards_the_candidates_the_critic_ranks_high() -> N
     1 that rise with Q, the lowest exactly 0, and the policy's chunks move up."""
     agent = _agent(OTPRGAE, "otpr_gae", critic_updates_per_iter=0, norm_advantages=False)
     agent.critic.target_q = lambda s, a: a.sum(dim=-1)  # Q(s, a) = a
-    for p in agent.value.parameters():
+    for p in agent.rollout.value.parameters():
         p.data.zero_()
     obs = np.zeros((64, 1, 1), np.float32)
     obs_t, gen = torch.as_tensor(obs), torch.Generator().manual_seed(1)
@@ -120,7 +120,7 @@ def _term_only(ot_weights: str, q_fn) -> tuple[float, float, bool]:
         OTPRGAE, "otpr_gae", critic_updates_per_iter=0, norm_advantages=False, ot_weights=ot_weights
     )
     agent.critic.target_q = q_fn
-    for p in agent.value.parameters():
+    for p in agent.rollout.value.parameters():
         p.data.zero_()
     start = {k: v.clone() for k, v in agent.policy.state_dict().items()}
     obs = np.zeros((64, 1, 1), np.float32)
@@ -179,7 +179,7 @@ def test_the_advantage_term_credits_executed_chunks_the_critic_ranks_high() -> N
         ot_coef=2.0, clip=0.2, clip_base=0.2,
     )  # fmt: skip
     agent.critic.target_q = lambda s, a: a.sum(dim=-1)
-    for p in agent.value.parameters():
+    for p in agent.rollout.value.parameters():
         p.data.zero_()
     obs = np.zeros((64, 1, 1), np.float32)
     obs_t = torch.as_tensor(obs)
