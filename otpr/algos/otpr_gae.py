@@ -18,14 +18,16 @@ term of every policy step. The two signals divide the work:
   span (``actor_obs_bound``) get weight 0, as in ``algo=otpr``. With ``ot_term=advantage`` each
   executed chunk is ranked by the plan among itself and fresh candidates of its state, and its
   weight minus 1 (standardised, times ``ot_coef``) is added to its advantage: the plan then acts
-  only through PPO's clipped ratio on what was executed.
+  only through PPO's clipped ratio on what was executed. ``ot_scale=fitted`` further scales it
+  by the slope of the rollout's advantages on it (clipped at 0): the critic's prediction of
+  each chunk's advantage, as far as the returns the chunks earned confirm it.
 
 ``ot_coef=0`` is DPPO exactly (the candidates are then never drawn). What it measures
 (docs/results.md): on Meta-World reach, where the critic ranks a state's candidates, the DSM
-term lifts DPPO by +0.11 noise-free and the advantage way by +0.08 (5 seeds each); on Can,
-where that ranking is close to noise, every variant tried is below DPPO from the 20-demo BC
-after 60k env steps (0.40-0.58 against DPPO's 0.76, BC 0.78): a regression onto the policy's
-own samples compounds its errors there.
+term lifts DPPO by +0.11 noise-free, the advantage way by +0.06-0.08 and the fitted advantage
+way by +0.02 (5 seeds each); on Can, where that ranking is close to noise, every fixed variant
+tried is below DPPO from the 20-demo BC after 60k env steps (0.40-0.58 against DPPO's 0.76, BC
+0.78): a regression onto the policy's own samples compounds its errors there.
 """
 
 from __future__ import annotations
