@@ -23,8 +23,9 @@ the base network; this does not).
 
 The chain's pieces (the step log-probabilities, the clip schedule, the clipped surrogate, the
 behaviour-cloning term and the minibatch loop) are ``otpr/algos/chain_ppo.py``, shared with
-SODP (``algo=sodp``). The loop (``otpr.loop.Trainer``) steps the envs; this algorithm records
-the chains, computes the advantages and updates the policy and V. Truncation is not
+SODP (``algo=sodp``). The loop (``otpr.loop.Trainer``) steps the envs; :class:`GAERollout`
+records the chains, computes the advantages and updates the policy and V, a part that
+``algo=dppo`` and ``algo=otpr_gae`` each own. Truncation is not
 termination: a decision cut by the time limit bootstraps from V of its final observation.
 """
 
