@@ -165,7 +165,6 @@ class OTPRGAE(Algorithm):
         self.critic = make_iql_critic(cfg, self.state_dim, self.exec_dim)
         self.ot_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the term's draws
         self._executed: list[Tensor] = []  # the rollout's raw chunks (ot_term=advantage)
-        self._bonus_stats: dict[str, float] = {}  # the last bonus's plans and fit
 
     @torch.no_grad()
     def act(
@@ -216,12 +215,14 @@ class OTPRGAE(Algorithm):
         raise ValueError(f"guidance must be one of {self.guidances}, got {guidance!r}")
 
     @torch.no_grad()
-    def executed_bonus(self, obs: Tensor, executed: Tensor, adv: Tensor) -> Tensor:
+    def executed_bonus(
+        self, obs: Tensor, executed: Tensor, adv: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
         """``ot_term=advantage``: for each executed chunk [B, H, A] of raw states obs
         [B, T_o, D], its plan weight among itself and ``num_samples - 1`` fresh candidates
         minus 1 (0 outside the data's span), standardised over the rollout, times ``ot_coef``
         (and, with ``ot_scale=fitted``, times the slope of the advantages adv [B] on it,
-        clipped at 0)."""
+        clipped at 0); and its metrics (the plans' spread, the fit to adv, the scale)."""
         a = self.cfg.algo
         cand = self.draw_candidates(obs, a.num_samples - 1)
         w = self.plan_weights(obs, torch.cat([executed[:, None], cand], dim=1))
@@ -230,13 +231,13 @@ class OTPRGAE(Algorithm):
             bonus = bonus / bonus.std()
         slope = fitted_slope(bonus, adv)
         scale = a.ot_coef * (max(slope, 0.0) if a.ot_scale == "fitted" else 1.0)
-        self._bonus_stats = {
+        stats = {
             **weight_spread(w),
             "adv_rank_corr": rank_corr(bonus, adv),
             "adv_slope": slope,
             "bonus_scale": scale,
         }
-        return scale * bonus
+        return scale * bonus, stats
 
     @torch.no_grad()
     def plan_targets(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -295,7 +296,12 @@ class OTPRGAE(Algorithm):
         regulariser = bonus = None
         executed, self._executed = self._executed, []
         if train_actor and a.ot_coef > 0 and a.ot_term == "advantage" and executed:
-            bonus = lambda obs, adv: self.executed_bonus(obs, torch.cat(executed), adv)  # noqa: E731
+
+            def bonus(obs: Tensor, adv: Tensor) -> Tensor:
+                term, stats = self.executed_bonus(obs, torch.cat(executed), adv)
+                metrics.update({f"guidance/{k}": v for k, v in stats.items()})
+                return term
+
         elif train_actor and a.ot_coef > 0 and a.ot_term == "dsm" and self.rollout.rows["obs"]:
             states = torch.cat(self.rollout.rows["obs"])
             pick = torch.randperm(len(states), generator=self.ot_generator)[: a.ot_states]
@@ -312,8 +318,6 @@ class OTPRGAE(Algorithm):
             regulariser=regulariser,
             advantage_bonus=bonus,
         )
-        metrics.update({f"guidance/{k}": v for k, v in self._bonus_stats.items()})
-        self._bonus_stats = {}
         return {**metrics, **out, "perf/time_actor_s": time.perf_counter() - tic}
 
     # ------------------------------------------------------------------ checkpoints

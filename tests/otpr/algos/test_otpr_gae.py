@@ -183,7 +183,9 @@ def test_the_advantage_term_credits_executed_chunks_the_critic_ranks_high() -> N
         p.data.zero_()
     obs = np.zeros((64, 1, 1), np.float32)
     obs_t = torch.as_tensor(obs)
-    bonus = agent.executed_bonus(obs_t, torch.linspace(-1, 1, 64).view(64, 1, 1), torch.zeros(64))
+    bonus, _ = agent.executed_bonus(
+        obs_t, torch.linspace(-1, 1, 64).view(64, 1, 1), torch.zeros(64)
+    )
     assert float(bonus.std()) == pytest.approx(2.0, rel=1e-4)
     assert float(bonus[-8:].mean()) > float(bonus[:8].mean())  # higher chunks, higher bonus
     before = float(agent.policy.sample(obs_t, generator=torch.Generator().manual_seed(1)).mean())
@@ -206,23 +208,22 @@ def test_a_fitted_scale_adds_the_plan_as_far_as_the_returns_confirm_it() -> None
     agent.critic.target_q = lambda s, a: a.sum(dim=-1)
     obs = torch.zeros(256, 1, 1)
     executed = torch.linspace(-1, 1, 256).view(256, 1, 1)
-    plain = agent.executed_bonus(obs, executed, torch.zeros(256))  # slope 0: nothing added
+    plain, _ = agent.executed_bonus(obs, executed, torch.zeros(256))  # slope 0: nothing added
     assert float(plain.abs().max()) == 0.0
     fixed = _agent(OTPRGAE, "otpr_gae", ot_term="advantage", ot_coef=1.0)
     fixed.critic.target_q = agent.critic.target_q
-    ranked = fixed.executed_bonus(obs, executed, torch.zeros(256))
+    ranked, _ = fixed.executed_bonus(obs, executed, torch.zeros(256))
     assert float(ranked.std()) == pytest.approx(1.0, rel=1e-4)  # standardised
     agent.generator.manual_seed(0)
-    confirmed = agent.executed_bonus(obs, executed, 0.5 * ranked)
-    stats = dict(agent._bonus_stats)
+    confirmed, stats = agent.executed_bonus(obs, executed, 0.5 * ranked)
     # the draws differ from ``ranked``'s, so the fit is close to, not exactly, 0.5
     assert 0.25 < stats["bonus_scale"] < 0.75 and stats["adv_rank_corr"] > 0.5
     assert float((confirmed * ranked).sum()) > 0  # the same order as the plan's
-    against = agent.executed_bonus(obs, executed, -ranked)
-    assert float(against.abs().max()) == 0.0 and agent._bonus_stats["adv_rank_corr"] < -0.5
+    against, stats = agent.executed_bonus(obs, executed, -ranked)
+    assert float(against.abs().max()) == 0.0 and stats["adv_rank_corr"] < -0.5
     noise = torch.randn(256, generator=torch.Generator().manual_seed(3))
-    small = agent.executed_bonus(obs, executed, noise)
-    assert agent._bonus_stats["bonus_scale"] < 0.2 and float(small.std()) < 0.2
+    small, stats = agent.executed_bonus(obs, executed, noise)
+    assert stats["bonus_scale"] < 0.2 and float(small.std()) < 0.2
     with pytest.raises(ConfigError, match="algo.ot_scale"):
         _config("otpr_gae", ot_scale="fitted")  # needs ot_term=advantage
     with pytest.raises(ConfigError, match="algo.ot_scale"):
